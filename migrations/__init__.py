@@ -1,0 +1,1 @@
+"""Alembic migrations of tokensvc (installed as the package ``tokensvc.migrations``)."""

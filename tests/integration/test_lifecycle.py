@@ -1,0 +1,146 @@
+"""Token lifecycle against the simulator with lifetimes of seconds."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from tests.conftest import AUTH, CLASSIC_APPID, STABLE_APPID, wait_until
+from tests.integration.test_token_api import ready
+from tokensvc.config import Settings
+from tokensvc.wechat.fake import FakeWechat
+
+Start = Callable[[Settings], Awaitable[TestClient[Any, Any]]]
+
+
+async def test_steady_refresh_serves_only_valid_tokens_over_three_lifetimes(
+    fake: FakeWechat, make_settings: Callable[..., Settings], start_service: Start
+) -> None:
+    fake.ttl, fake.rotation_window = 6.0, 3.0
+    client = await ready(start_service, make_settings(wechat={"rotation_window": 3}))
+    served: dict[str, set[str]] = {CLASSIC_APPID: set(), STABLE_APPID: set()}
+    invalid = 0
+    requests = 0
+    deadline = time.monotonic() + 3 * fake.ttl
+    while time.monotonic() < deadline:
+        for appid in served:
+            response = await client.get(f"/v1/apps/{appid}/token", headers=AUTH)
+            assert response.status == 200, await response.text()
+            body = await response.json()
+            requests += 1
+            if not fake.is_valid(body["access_token"]):
+                invalid += 1
+            served[appid].add(body["access_token"])
+            assert body["expires_in"] >= 0
+        await asyncio.sleep(0.05)
+    assert invalid == 0
+    assert requests > 200
+    for appid in served:
+        # startup + about one per lifetime: 3 lifetimes -> 4 tokens (5 if a boundary is crossed)
+        assert 3 <= fake.token_calls(appid) <= 5, (appid, fake.token_calls(appid))
+        # every token fetched was handed out (the last may arrive after the final poll)
+        assert len(served[appid]) >= fake.token_calls(appid) - 1
+
+
+async def test_restart_serves_the_stored_token_without_an_upstream_call(
+    fake: FakeWechat, make_settings: Callable[..., Settings], start_service: Start
+) -> None:
+    settings = make_settings()
+    first = await ready(start_service, settings)
+    tokens = {
+        a: (await (await first.get(f"/v1/apps/{a}/token", headers=AUTH)).json())["access_token"]
+        for a in (CLASSIC_APPID, STABLE_APPID)
+    }
+    await first.close()
+    calls = fake.token_calls()
+    second = await start_service(settings)
+    for appid, token in tokens.items():
+        response = await second.get(f"/v1/apps/{appid}/token", headers=AUTH)
+        assert (await response.json())["access_token"] == token
+    await asyncio.sleep(0.5)  # the scheduler's start-up run finds nothing due
+    assert fake.token_calls() == calls
+
+
+async def test_wechat_busy_for_a_whole_lifetime_then_recovery(
+    fake: FakeWechat, make_settings: Callable[..., Settings], start_service: Start
+) -> None:
+    fake.ttl, fake.rotation_window = 4.0, 2.0
+    client = await ready(start_service, make_settings(wechat={"rotation_window": 2}))
+    url = f"/v1/apps/{CLASSIC_APPID}/token"
+    token = (await (await client.get(url, headers=AUTH)).json())["access_token"]
+    fake.inject("/cgi-bin/token", "busy", times=None)
+    expires = fake.tokens[token].expires_at
+    # while the token is valid it keeps being served
+    while fake.clock.now() < expires - 1.5:
+        response = await client.get(url, headers=AUTH)
+        assert response.status == 200, (await response.text(), expires - fake.clock.now())
+        assert (await response.json())["access_token"] == token
+        await asyncio.sleep(0.1)
+    await wait_until(lambda: fake.clock.now() > expires, timeout=5)
+    response = await client.get(url, headers=AUTH)
+    body = await response.json()
+    assert response.status == 503
+    assert body["error"] == "token_unavailable" and body["errcode"] == -1
+    busy_calls = fake.count("/cgi-bin/token", CLASSIC_APPID)
+    assert busy_calls >= 3  # retried with backoff...
+    assert busy_calls < 40  # ...but bounded (retry_max 0.5 s over ~4 s)
+    fake.clear_faults()
+
+    async def recovered() -> bool:
+        response = await client.get(url, headers=AUTH)
+        return response.status == 200 and fake.is_valid((await response.json())["access_token"])
+
+    await wait_until(recovered, timeout=5)
+
+
+async def test_wrong_secret_is_a_configuration_error_not_a_retry_loop(
+    fake: FakeWechat, make_settings: Callable[..., Settings], start_service: Start
+) -> None:
+    fake.apps[CLASSIC_APPID] = "rotated-secret"
+    fake.apps[STABLE_APPID] = "rotated-secret"
+    client = await start_service(make_settings())
+    await wait_until(lambda: fake.token_calls(CLASSIC_APPID) and fake.token_calls(STABLE_APPID))
+    await asyncio.sleep(1.0)
+    assert fake.token_calls(CLASSIC_APPID) == 1 and fake.token_calls(STABLE_APPID) == 1
+    response = await client.get(f"/v1/apps/{CLASSIC_APPID}/token", headers=AUTH)
+    assert response.status == 503
+    assert (await response.json())["errcode"] == 40001
+    response = await client.get(f"/v1/apps/{STABLE_APPID}/token", headers=AUTH)
+    assert (await response.json())["errcode"] == 40125
+
+
+async def test_daily_quota_stops_calls(
+    fake: FakeWechat, make_settings: Callable[..., Settings], start_service: Start
+) -> None:
+    fake.inject("/cgi-bin/stable_token", "quota", times=None)
+    client = await start_service(make_settings())
+    await wait_until(lambda: fake.token_calls(STABLE_APPID) >= 1)
+    await asyncio.sleep(1.0)
+    assert fake.token_calls(STABLE_APPID) == 1
+    response = await client.get(f"/v1/apps/{STABLE_APPID}/token", headers=AUTH)
+    assert (await response.json())["errcode"] == 45009
+    # a caller cannot push past the pause either
+    response = await client.post(
+        f"/v1/apps/{STABLE_APPID}/token/refresh", headers=AUTH, json={"stale_token": "x"}
+    )
+    assert response.status == 503 and "Retry-After" in response.headers
+    assert fake.token_calls(STABLE_APPID) == 1
+
+
+async def test_malformed_and_failed_answers_are_retried_not_stored(
+    fake: FakeWechat, make_settings: Callable[..., Settings], start_service: Start
+) -> None:
+    for fault in ("malformed", "http500", "timeout", "reset"):
+        fake.inject("/cgi-bin/token", fault)
+    client = await start_service(make_settings())
+
+    async def served() -> bool:
+        response = await client.get(f"/v1/apps/{CLASSIC_APPID}/token", headers=AUTH)
+        return response.status == 200 and fake.is_valid((await response.json())["access_token"])
+
+    await wait_until(served, timeout=15)
+    assert fake.count("/cgi-bin/token", CLASSIC_APPID) == 5

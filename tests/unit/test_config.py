@@ -1,0 +1,143 @@
+"""Config validation: every bad key gets one clear line naming it, and never a secret."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import SECRET_ENV, SECRETS, base_config, merge
+from tokensvc.config import load_settings, parse_settings
+from tokensvc.errors import ConfigError
+
+
+def parse(raw: dict[str, Any], env: dict[str, str] | None = None) -> Any:
+    return parse_settings(raw, env=SECRET_ENV if env is None else env)
+
+
+def good() -> dict[str, Any]:
+    return base_config("http://127.0.0.1:1", "sqlite+aiosqlite:///x.db")
+
+
+def test_a_good_config_parses_with_defaults() -> None:
+    settings = parse(good())
+    assert [a.appid for a in settings.apps] == ["wxclassic00000001", "wxstable000000002"]
+    assert settings.apps[1].token_api == "stable"
+    assert settings.apps[0].secret.reveal() == SECRETS["wxclassic00000001"]
+    assert settings.refresh.classic_margin == 600
+    assert settings.server.port == 8080
+
+
+def error_of(raw: dict[str, Any], env: dict[str, str] | None = None) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse(raw, env)
+    return str(info.value)
+
+
+def test_missing_secret_env_var_names_the_key() -> None:
+    message = error_of(good(), env={"STABLE_SECRET": "x"})
+    assert message == "config: apps[0].secret_env: environment variable CLASSIC_SECRET is not set"
+
+
+def test_duplicate_appid() -> None:
+    raw = good()
+    raw["apps"][1]["appid"] = raw["apps"][0]["appid"]
+    assert "apps[1].appid: duplicate appid" in error_of(raw)
+
+
+def test_unknown_token_api() -> None:
+    raw = good()
+    raw["apps"][0]["token_api"] = "fancy"
+    assert 'apps[0].token_api: unknown value "fancy"' in error_of(raw)
+
+
+def test_client_granted_unknown_app() -> None:
+    raw = good()
+    raw["clients"][0]["apps"] = ["wxnope"]
+    assert 'clients[0].apps: unknown app "wxnope"' in error_of(raw)
+
+
+def test_two_secret_sources_are_refused() -> None:
+    raw = good()
+    raw["apps"][0]["secret_file"] = "/nonexistent"
+    assert "apps[0]: give the AppSecret with exactly one" in error_of(raw)
+
+
+def test_typos_are_refused() -> None:
+    assert "server.prot: unknown key" in error_of(merge(good(), {"server": {"prot": 1}}))
+    assert "serverr: unknown section" in error_of(merge(good(), {"serverr": {}}))
+
+
+def test_bad_key_hash_and_bad_number() -> None:
+    raw = good()
+    raw["clients"][0]["key_sha256"] = "abc"
+    assert "clients[0].key_sha256: must be 64 hex digits" in error_of(raw)
+    assert "wechat.timeout: must be a number" in error_of(
+        merge(good(), {"wechat": {"timeout": "10"}})
+    )
+
+
+def test_inline_secret_is_accepted_with_a_warning_that_does_not_show_it() -> None:
+    raw = good()
+    del raw["apps"][0]["secret_env"]
+    raw["apps"][0]["secret"] = "inline-secret-value"
+    settings = parse(raw)
+    assert settings.warnings and "inline" in settings.warnings[0]
+    assert "inline-secret-value" not in " ".join(settings.warnings)
+    assert "inline-secret-value" not in repr(settings)
+
+
+def test_secret_file_is_read_relative_to_the_config(tmp_path: Path) -> None:
+    (tmp_path / "wx.secret").write_text("file-secret\n")
+    raw = good()
+    del raw["apps"][0]["secret_env"]
+    raw["apps"][0]["secret_file"] = "wx.secret"
+    config = tmp_path / "config.toml"
+    config.write_text(_to_toml(raw))
+    settings = load_settings(config, env=SECRET_ENV)
+    assert settings.apps[0].secret.reveal() == "file-secret"
+
+
+def test_errors_never_contain_a_secret() -> None:
+    raw = good()
+    raw["apps"][0]["kind"] = "wrong"
+    assert SECRETS["wxclassic00000001"] not in error_of(raw)
+
+
+def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[server\nport = 1")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings(bad)
+    with pytest.raises(ConfigError, match="file not found"):
+        load_settings(tmp_path / "none.toml")
+
+
+def test_example_config_is_valid() -> None:
+    example = Path(__file__).parents[2] / "config.example.toml"
+    settings = load_settings(example, env={"WX_OA_SECRET": "a", "WX_MP_SECRET": "b"})
+    assert settings.apps and settings.clients
+
+
+def _to_toml(raw: dict[str, Any]) -> str:
+    lines: list[str] = []
+
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return '"' + v + '"'
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return str(v)
+
+    for section, table in raw.items():
+        if isinstance(table, list):
+            for entry in table:
+                lines.append(f"[[{section}]]")
+                lines += [f"{k} = {value(v)}" for k, v in entry.items()]
+        else:
+            lines.append(f"[{section}]")
+            lines += [f"{k} = {value(v)}" for k, v in table.items()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,5 @@
+"""``python -m tokensvc``: the same as the ``tokensvc`` console script."""
+
+from tokensvc.cli import main
+
+raise SystemExit(main())

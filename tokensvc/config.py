@@ -1,0 +1,419 @@
+"""Configuration: a TOML file (plus a few environment variables) into frozen dataclasses.
+
+Every problem raises :class:`~tokensvc.errors.ConfigError` naming the key, e.g.
+``config: apps[1].secret_env: environment variable WX_SECRET is not set``. No message ever
+contains a secret. ``config.example.toml`` documents every key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from tokensvc.errors import ConfigError
+
+AppKind = Literal["official_account", "miniprogram"]
+TokenApi = Literal["stable", "classic"]
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///tokensvc.db"
+DEFAULT_API_BASE = "https://api.weixin.qq.com"
+_APPID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+class Secret:
+    """A string that never shows itself in ``repr``, ``str``, logs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret value; call only where it is sent to WeChat."""
+        return self._value
+
+    def fingerprint(self) -> str:
+        """First 8 hex digits of the value's SHA-256: safe to log and show."""
+        return fingerprint(self._value)
+
+    def __repr__(self) -> str:
+        return f"Secret(sha256:{self.fingerprint()})"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def fingerprint(value: str) -> str:
+    """First 8 hex digits of the SHA-256 of ``value``: how tokens and secrets appear anywhere."""
+    return hashlib.sha256(value.encode()).hexdigest()[:8]
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """``[server]``: where the HTTP API listens."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    """``[database]``: SQLAlchemy async URL; migrations run at start when ``auto_migrate``."""
+
+    url: str = DEFAULT_DATABASE_URL
+    auto_migrate: bool = True
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True for the embedded SQLite database (one process only)."""
+        return self.url.startswith("sqlite")
+
+
+@dataclass(frozen=True)
+class WechatConfig:
+    """``[wechat]``: upstream base URL, per-request timeout and WeChat's rotation window.
+
+    ``rotation_window`` (seconds) is how long WeChat keeps the previous and the new token both
+    valid (300 s per the access_token docs, "新老access_token都可用").
+    """
+
+    api_base: str = DEFAULT_API_BASE
+    timeout: float = 10.0
+    rotation_window: float = 300.0
+
+
+@dataclass(frozen=True)
+class RefreshConfig:
+    """``[refresh]``: schedule and retry policy (all seconds).
+
+    - ``classic_margin``: refresh a classic token this long before expiry (scaled down to a
+      quarter of the lifetime for short-lived tokens).
+    - ``retry_base`` / ``retry_max``: exponential backoff with jitter after a retryable failure.
+    - ``config_error_retry``: after a configuration error (wrong secret, IP not whitelisted), try
+      again only this rarely.
+    - ``passive_min_interval``: a caller may force a verified refresh of an app at most this often.
+    - ``sync_interval``: how often the database is polled for tokens refreshed by other replicas.
+    """
+
+    classic_margin: float = 600.0
+    retry_base: float = 1.0
+    retry_max: float = 60.0
+    config_error_retry: float = 600.0
+    passive_min_interval: float = 10.0
+    sync_interval: float = 1.0
+
+
+@dataclass(frozen=True)
+class AdminConfig:
+    """``[admin]``: SHA-256 (hex) of the operator key, or None to disable admin endpoints."""
+
+    key_sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    """``[logging]``: level name and format (``text`` or ``json``)."""
+
+    level: str = "INFO"
+    format: Literal["text", "json"] = "text"
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """One ``[[apps]]`` entry: a WeChat official account or mini program and its AppSecret."""
+
+    appid: str
+    name: str
+    kind: AppKind
+    token_api: TokenApi
+    secret: Secret = field(repr=False)
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """One ``[[clients]]`` entry: a business server, its key hash and the appids it may use."""
+
+    name: str
+    key_sha256: str
+    apps: tuple[str, ...]
+
+    def may_use(self, appid: str) -> bool:
+        """True when this client is granted ``appid`` (or all apps with ``"*"``)."""
+        return "*" in self.apps or appid in self.apps
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The whole, validated configuration. ``warnings`` are logged once logging is set up."""
+
+    server: ServerConfig = ServerConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    wechat: WechatConfig = WechatConfig()
+    refresh: RefreshConfig = RefreshConfig()
+    admin: AdminConfig = AdminConfig()
+    logging: LoggingConfig = LoggingConfig()
+    apps: tuple[AppConfig, ...] = ()
+    clients: tuple[ClientConfig, ...] = ()
+    warnings: tuple[str, ...] = ()
+
+    def app(self, appid: str) -> AppConfig | None:
+        """The app with this appid, or None."""
+        return next((a for a in self.apps if a.appid == appid), None)
+
+
+_SECTIONS = {"server", "database", "wechat", "refresh", "admin", "logging", "apps", "clients"}
+
+
+class _Reader:
+    """Typed access to one TOML table that names the full key in every error."""
+
+    def __init__(self, table: Any, prefix: str, allowed: set[str]) -> None:
+        if not isinstance(table, Mapping):
+            raise ConfigError(prefix, "must be a table")
+        unknown = sorted(set(table) - allowed)
+        if unknown:
+            raise ConfigError(f"{prefix}.{unknown[0]}", "unknown key")
+        self.table = table
+        self.prefix = prefix
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}"
+
+    def has(self, name: str) -> bool:
+        return name in self.table
+
+    def str_(self, name: str, default: str | None = None) -> str:
+        value = self.table.get(name, default)
+        if value is None:
+            raise ConfigError(self.key(name), "is required")
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(self.key(name), "must be a non-empty string")
+        return value.strip()
+
+    def number(self, name: str, default: float, *, minimum: float = 0.0) -> float:
+        value = self.table.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(self.key(name), "must be a number")
+        if value < minimum:
+            raise ConfigError(self.key(name), f"must be at least {minimum:g}")
+        return float(value)
+
+    def int_(self, name: str, default: int, *, minimum: int, maximum: int) -> int:
+        value = self.table.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(self.key(name), "must be an integer")
+        if not minimum <= value <= maximum:
+            raise ConfigError(self.key(name), f"must be between {minimum} and {maximum}")
+        return value
+
+    def bool_(self, name: str, default: bool) -> bool:
+        value = self.table.get(name, default)
+        if not isinstance(value, bool):
+            raise ConfigError(self.key(name), "must be true or false")
+        return value
+
+    def choice(self, name: str, default: str | None, choices: tuple[str, ...]) -> str:
+        value = self.str_(name, default)
+        if value not in choices:
+            wanted = " or ".join(f'"{c}"' for c in choices)
+            raise ConfigError(self.key(name), f'unknown value "{value}", expected {wanted}')
+        return value
+
+    def hex_sha256(self, name: str) -> str:
+        value = self.str_(name).lower()
+        if not _HEX64_RE.match(value):
+            raise ConfigError(self.key(name), "must be 64 hex digits (see `tokensvc keygen`)")
+        return value
+
+
+def load_settings(path: str | Path, env: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate a TOML config file.
+
+    ``env`` (default ``os.environ``) supplies ``secret_env`` variables and the overrides
+    ``TOKENSVC_DATABASE_URL``. Raises :class:`ConfigError` for an unreadable file, bad TOML or
+    any invalid key.
+    """
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(str(path), "file not found") from None
+    except OSError as exc:
+        raise ConfigError(str(path), f"cannot read: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(str(path), f"not valid TOML: {exc}") from None
+    return parse_settings(raw, env=os.environ if env is None else env, base_dir=path.parent)
+
+
+def parse_settings(
+    raw: Mapping[str, Any], *, env: Mapping[str, str], base_dir: Path = Path(".")
+) -> Settings:
+    """Validate an already-parsed TOML document; see :func:`load_settings`."""
+    unknown = sorted(set(raw) - _SECTIONS)
+    if unknown:
+        raise ConfigError(unknown[0], "unknown section")
+    warnings: list[str] = []
+
+    s = _Reader(raw.get("server", {}), "server", {"host", "port"})
+    server = ServerConfig(
+        host=s.str_("host", "127.0.0.1"), port=s.int_("port", 8080, minimum=0, maximum=65535)
+    )
+
+    d = _Reader(raw.get("database", {}), "database", {"url", "auto_migrate"})
+    url = env.get("TOKENSVC_DATABASE_URL") or d.str_("url", DEFAULT_DATABASE_URL)
+    if not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+        raise ConfigError(
+            "database.url", 'must start with "sqlite+aiosqlite://" or "postgresql+asyncpg://"'
+        )
+    database = DatabaseConfig(url=url, auto_migrate=d.bool_("auto_migrate", True))
+
+    w = _Reader(raw.get("wechat", {}), "wechat", {"api_base", "timeout", "rotation_window"})
+    api_base = w.str_("api_base", DEFAULT_API_BASE).rstrip("/")
+    if not api_base.startswith(("http://", "https://")):
+        raise ConfigError("wechat.api_base", "must be an http:// or https:// URL")
+    wechat = WechatConfig(
+        api_base=api_base,
+        timeout=w.number("timeout", 10.0, minimum=0.1),
+        rotation_window=w.number("rotation_window", 300.0, minimum=1.0),
+    )
+
+    r = _Reader(raw.get("refresh", {}), "refresh", set(RefreshConfig.__dataclass_fields__))
+    defaults = RefreshConfig()
+    refresh = RefreshConfig(
+        classic_margin=r.number("classic_margin", defaults.classic_margin),
+        retry_base=r.number("retry_base", defaults.retry_base, minimum=0.01),
+        retry_max=r.number("retry_max", defaults.retry_max, minimum=0.01),
+        config_error_retry=r.number("config_error_retry", defaults.config_error_retry, minimum=1.0),
+        passive_min_interval=r.number("passive_min_interval", defaults.passive_min_interval),
+        sync_interval=r.number("sync_interval", defaults.sync_interval, minimum=0.05),
+    )
+
+    a = _Reader(raw.get("admin", {}), "admin", {"key_sha256"})
+    admin = AdminConfig(key_sha256=a.hex_sha256("key_sha256") if a.has("key_sha256") else None)
+
+    lg = _Reader(raw.get("logging", {}), "logging", {"level", "format"})
+    level = lg.str_("level", "INFO").upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise ConfigError("logging.level", f'unknown level "{level}"')
+    log_format = lg.choice("format", "text", ("text", "json"))
+    logging_cfg = LoggingConfig(level=level, format="json" if log_format == "json" else "text")
+
+    apps = _parse_apps(raw.get("apps", []), env, base_dir, warnings)
+    clients = _parse_clients(raw.get("clients", []), {app.appid for app in apps})
+
+    return Settings(
+        server=server,
+        database=database,
+        wechat=wechat,
+        refresh=refresh,
+        admin=admin,
+        logging=logging_cfg,
+        apps=apps,
+        clients=clients,
+        warnings=tuple(warnings),
+    )
+
+
+def _parse_apps(
+    raw: Any, env: Mapping[str, str], base_dir: Path, warnings: list[str]
+) -> tuple[AppConfig, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError("apps", "must be an array of tables ([[apps]])")
+    apps: list[AppConfig] = []
+    seen: set[str] = set()
+    allowed = {"appid", "name", "kind", "token_api", "secret_env", "secret_file", "secret"}
+    for i, table in enumerate(raw):
+        r = _Reader(table, f"apps[{i}]", allowed)
+        appid = r.str_("appid")
+        if not _APPID_RE.match(appid):
+            raise ConfigError(r.key("appid"), "may hold only letters, digits, '_' and '-'")
+        if appid in seen:
+            raise ConfigError(r.key("appid"), f'duplicate appid "{appid}"')
+        seen.add(appid)
+        kind = r.choice("kind", None, ("official_account", "miniprogram"))
+        token_api = r.choice("token_api", "stable", ("stable", "classic"))
+        apps.append(
+            AppConfig(
+                appid=appid,
+                name=r.str_("name", appid),
+                kind="miniprogram" if kind == "miniprogram" else "official_account",
+                token_api="classic" if token_api == "classic" else "stable",
+                secret=_read_secret(r, env, base_dir, warnings),
+            )
+        )
+    return tuple(apps)
+
+
+def _read_secret(r: _Reader, env: Mapping[str, str], base_dir: Path, warnings: list[str]) -> Secret:
+    sources = [name for name in ("secret_env", "secret_file", "secret") if r.has(name)]
+    if len(sources) != 1:
+        raise ConfigError(
+            r.prefix, "give the AppSecret with exactly one of secret_env or secret_file"
+        )
+    source = sources[0]
+    if source == "secret_env":
+        var = r.str_("secret_env")
+        value = env.get(var, "").strip()
+        if not value:
+            raise ConfigError(r.key("secret_env"), f"environment variable {var} is not set")
+    elif source == "secret_file":
+        secret_path = Path(r.str_("secret_file"))
+        if not secret_path.is_absolute():
+            secret_path = base_dir / secret_path
+        try:
+            value = secret_path.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                r.key("secret_file"), f"cannot read {secret_path}: {exc.strerror}"
+            ) from None
+        if not value:
+            raise ConfigError(r.key("secret_file"), f"{secret_path} is empty")
+    else:
+        value = r.str_("secret")
+        warnings.append(
+            f"config: {r.key('secret')}: inline AppSecret in the config file; "
+            "prefer secret_env or secret_file"
+        )
+    return Secret(value)
+
+
+def _parse_clients(raw: Any, appids: set[str]) -> tuple[ClientConfig, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError("clients", "must be an array of tables ([[clients]])")
+    clients: list[ClientConfig] = []
+    names: set[str] = set()
+    hashes: set[str] = set()
+    for i, table in enumerate(raw):
+        r = _Reader(table, f"clients[{i}]", {"name", "key_sha256", "apps"})
+        name = r.str_("name")
+        if name in names:
+            raise ConfigError(r.key("name"), f'duplicate client name "{name}"')
+        names.add(name)
+        key_hash = r.hex_sha256("key_sha256")
+        if key_hash in hashes:
+            raise ConfigError(r.key("key_sha256"), "the same key is given to two clients")
+        hashes.add(key_hash)
+        granted = table.get("apps")
+        if (
+            not isinstance(granted, list)
+            or not granted
+            or not all(isinstance(x, str) for x in granted)
+        ):
+            raise ConfigError(r.key("apps"), 'must be a non-empty list of appids, or ["*"]')
+        for appid in granted:
+            if appid != "*" and appid not in appids:
+                raise ConfigError(r.key("apps"), f'unknown app "{appid}"')
+        clients.append(ClientConfig(name=name, key_sha256=key_hash, apps=tuple(granted)))
+    return tuple(clients)

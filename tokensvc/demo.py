@@ -1,0 +1,124 @@
+"""``tokensvc demo``: the simulator and tokensvc together on loopback, no credentials needed.
+
+Two demo apps (an official account on the classic token API, a mini program on the stable one),
+short token lifetimes so refreshes show within minutes, a SQLite database in a temporary
+directory, and a demo client key printed with a ready ``curl`` command.
+"""
+
+from __future__ import annotations
+
+import secrets
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from tokensvc.config import Settings, parse_settings
+from tokensvc.web.access_log import AccessLogger
+from tokensvc.web.app import create_app
+from tokensvc.web.auth import key_sha256
+from tokensvc.wechat.fake import FakeWechat, serve_fake
+
+OFFICIAL_APPID = "wxdemoofficial0001"
+MINIPROGRAM_APPID = "wxdemominiprog0002"
+
+
+def demo_settings(
+    *,
+    api_base: str,
+    port: int,
+    database_url: str,
+    client_key: str,
+    admin_key: str,
+    secrets_by_appid: dict[str, str],
+    rotation_window: float,
+) -> Settings:
+    """The demo's configuration, validated by the same code as a real config file."""
+    env = {f"DEMO_SECRET_{i}": s for i, s in enumerate(secrets_by_appid.values())}
+    raw = {
+        "server": {"host": "127.0.0.1", "port": port},
+        "database": {"url": database_url},
+        "wechat": {"api_base": api_base, "timeout": 5, "rotation_window": rotation_window},
+        "refresh": {
+            "retry_base": 1,
+            "retry_max": 10,
+            "config_error_retry": 30,
+            "passive_min_interval": 5,
+        },
+        "admin": {"key_sha256": key_sha256(admin_key)},
+        "apps": [
+            {
+                "appid": OFFICIAL_APPID,
+                "name": "Demo official account",
+                "kind": "official_account",
+                "token_api": "classic",
+                "secret_env": "DEMO_SECRET_0",
+            },
+            {
+                "appid": MINIPROGRAM_APPID,
+                "name": "Demo mini program",
+                "kind": "miniprogram",
+                "token_api": "stable",
+                "secret_env": "DEMO_SECRET_1",
+            },
+        ],
+        "clients": [{"name": "demo-client", "key_sha256": key_sha256(client_key), "apps": ["*"]}],
+    }
+    return parse_settings(raw, env=env)
+
+
+async def run_demo(*, port: int, ttl: float, wait: Callable[[], Awaitable[None]]) -> None:
+    """Start the simulator and tokensvc, print how to use them, run until ``wait()`` returns."""
+    rotation_window = max(2.0, ttl / 4)
+    fake = FakeWechat(ttl=ttl, rotation_window=rotation_window)
+    app_secrets = {OFFICIAL_APPID: secrets.token_hex(16), MINIPROGRAM_APPID: secrets.token_hex(16)}
+    for appid, secret in app_secrets.items():
+        fake.add_app(appid, secret)
+    client_key = "demo-" + secrets.token_urlsafe(24)
+    admin_key = "admin-" + secrets.token_urlsafe(24)
+    with tempfile.TemporaryDirectory(prefix="tokensvc-demo-") as tmp:
+        async with serve_fake(fake) as fake_url:
+            settings = demo_settings(
+                api_base=fake_url,
+                port=port,
+                database_url=f"sqlite+aiosqlite:///{Path(tmp) / 'tokensvc.db'}",
+                client_key=client_key,
+                admin_key=admin_key,
+                secrets_by_appid=app_secrets,
+                rotation_window=rotation_window,
+            )
+            runner = web.AppRunner(create_app(settings), access_log_class=AccessLogger)
+            await runner.setup()
+            try:
+                await web.TCPSite(runner, "127.0.0.1", port).start()
+                base = f"http://127.0.0.1:{port}"
+                print(
+                    _banner(base, fake_url, ttl, rotation_window, client_key, admin_key), flush=True
+                )
+                await wait()
+            finally:
+                await runner.cleanup()
+    print("tokensvc demo stopped", flush=True)
+
+
+def _banner(
+    base: str, fake_url: str, ttl: float, window: float, client_key: str, admin_key: str
+) -> str:
+    return f"""
+tokensvc demo is running (Ctrl-C stops it)
+  tokensvc:          {base}
+  WeChat simulator:  {fake_url}  (token lifetime {ttl:g}s, old and new overlap {window:g}s)
+  apps:              {OFFICIAL_APPID} (official account, classic token API)
+                     {MINIPROGRAM_APPID} (mini program, stable token API)
+  demo client key:   {client_key}
+  admin key:         {admin_key}
+
+Get a token:
+  curl -s -H 'Authorization: Bearer {client_key}' {base}/v1/apps/{OFFICIAL_APPID}/token
+
+Report a token WeChat rejected (passive refresh):
+  curl -s -H 'Authorization: Bearer {client_key}' -H 'Content-Type: application/json' \\
+       -d '{{"stale_token": "PASTE_TOKEN", "errcode": 40001}}' \\
+       {base}/v1/apps/{MINIPROGRAM_APPID}/token/refresh
+"""

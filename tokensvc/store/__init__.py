@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy models, async queries, migrations and the SQLite process lock."""

@@ -1,0 +1,1 @@
+"""Token lifecycle: records, schedule math, the per-app TokenManager and the scheduler."""

@@ -1,0 +1,113 @@
+"""``create_app``: the one place that builds the server from :class:`Settings`.
+
+Every resource is a ``cleanup_ctx`` generator (create, yield, dispose), in order: the database
+(process lock, migrations, rows), the WeChat client session, the TokenManagers (loaded from the
+database), the replica sync poller and the refresh scheduler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+
+from tokensvc.clock import Clock, SystemClock
+from tokensvc.config import Settings
+from tokensvc.store.filelock import exclusive_database, sqlite_file
+from tokensvc.store.migrate import upgrade_to_head
+from tokensvc.store.repo import TokenStore, make_engine
+from tokensvc.tokens.manager import TokenManager
+from tokensvc.tokens.scheduler import RefreshScheduler, sync_from_database
+from tokensvc.web import api
+from tokensvc.web.auth import Authenticator
+from tokensvc.web.errors import error_middleware
+from tokensvc.web.keys import AUTH, CLIENT, CLOCK, HEALTH, MANAGERS, SCHEDULER, SETTINGS, STORE
+from tokensvc.wechat.client import WechatClient
+
+log = logging.getLogger(__name__)
+
+MAX_REQUEST_BYTES = 1 << 20
+
+
+def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
+    """Build the tokensvc application; resources start with the app and stop with it."""
+    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_REQUEST_BYTES)
+    app[SETTINGS] = settings
+    app[CLOCK] = clock or SystemClock()
+    app[AUTH] = Authenticator(settings.clients, settings.admin.key_sha256)
+    app[HEALTH] = {"database": True}
+    app.cleanup_ctx.extend([_database, _wechat_client, _managers, _sync, _scheduler])
+    app.add_routes(api.routes)
+    return app
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    with contextlib.ExitStack() as stack:
+        database_file = sqlite_file(settings.database.url)
+        if database_file is not None:
+            stack.enter_context(exclusive_database(database_file))
+        engine = make_engine(settings.database.url)
+        try:
+            if settings.database.auto_migrate:
+                await upgrade_to_head(engine)
+            store = TokenStore(engine)
+            await store.ensure_apps(a.appid for a in settings.apps)
+            app[STORE] = store
+            yield
+        finally:
+            await engine.dispose()
+
+
+async def _wechat_client(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100)) as session:
+        app[CLIENT] = WechatClient(session, settings.wechat.api_base, settings.wechat.timeout)
+        yield
+
+
+async def _managers(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    managers = {
+        a.appid: TokenManager(
+            a,
+            client=app[CLIENT],
+            store=app[STORE],
+            clock=app[CLOCK],
+            wechat=settings.wechat,
+            refresh=settings.refresh,
+        )
+        for a in settings.apps
+    }
+    records = await app[STORE].load_all()
+    for appid, manager in managers.items():
+        if appid in records:
+            manager.adopt(records[appid])
+    app[MANAGERS] = managers
+    yield
+
+
+async def _sync(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    if settings.database.is_sqlite:  # one process owns the file: nothing to learn from it
+        yield
+        return
+    task = asyncio.create_task(
+        sync_from_database(app[STORE], app[MANAGERS], settings.refresh.sync_interval, app[HEALTH])
+    )
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _scheduler(app: web.Application) -> AsyncIterator[None]:
+    scheduler = RefreshScheduler(app[MANAGERS], app[CLOCK])
+    scheduler.start()
+    app[SCHEDULER] = scheduler
+    yield
+    await scheduler.shutdown()

@@ -1,0 +1,24 @@
+"""Typed application state (``web.AppKey`` constants) shared by the web modules."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from aiohttp import web
+
+from tokensvc.clock import Clock
+from tokensvc.config import Settings
+from tokensvc.store.repo import TokenStore
+from tokensvc.tokens.manager import TokenManager
+from tokensvc.tokens.scheduler import RefreshScheduler
+from tokensvc.web.auth import Authenticator
+from tokensvc.wechat.client import WechatClient
+
+SETTINGS = web.AppKey("settings", Settings)
+CLOCK = web.AppKey("clock", Clock)
+AUTH = web.AppKey("auth", Authenticator)
+STORE = web.AppKey("store", TokenStore)
+CLIENT = web.AppKey("wechat_client", WechatClient)
+MANAGERS = web.AppKey("managers", Mapping[str, TokenManager])
+SCHEDULER = web.AppKey("scheduler", RefreshScheduler)
+HEALTH = web.AppKey("health", dict[str, bool])

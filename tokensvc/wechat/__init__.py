@@ -1,0 +1,1 @@
+"""The WeChat protocol: the HTTP client, errcode classification and the simulator."""

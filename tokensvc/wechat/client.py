@@ -1,0 +1,215 @@
+"""The WeChat HTTP client: token fetches (classic, stable), the token probe.
+
+One pooled :class:`aiohttp.ClientSession` for every upstream call. Every answer is validated
+before use; failures become :mod:`tokensvc.errors` exceptions whose messages hold no secret and
+no token. WeChat docs:
+
+- classic token: https://developers.weixin.qq.com/doc/offiaccount/Basic_Information/Get_access_token.html
+- stable token: https://developers.weixin.qq.com/doc/offiaccount/Basic_Information/getStableAccessToken.html
+- probe: https://developers.weixin.qq.com/doc/offiaccount/Basic_Information/Get_the_WeChat_server_IP_address.html
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import aiohttp
+
+from tokensvc.config import Secret
+from tokensvc.errors import (
+    UpstreamBadResponse,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    WechatAPIError,
+)
+from tokensvc.wechat.errcodes import ErrorKind, classify, parse_rid
+
+log = logging.getLogger(__name__)
+
+CLASSIC_TOKEN_API = "/cgi-bin/token"
+STABLE_TOKEN_API = "/cgi-bin/stable_token"
+PROBE_API = "/cgi-bin/getcallbackip"
+MAX_TOKEN_LENGTH = 2048
+DEFAULT_MAX_ANSWER_BYTES = 1 << 20
+
+UpstreamObserver = Callable[[str, str, float], None]
+"""Called after every upstream request with (api, outcome, seconds); outcome is the errcode as a
+string ("0" for success) or one of "timeout", "unavailable", "bad_response"."""
+
+
+@dataclass(frozen=True)
+class TokenGrant:
+    """A validated token answer: ``access_token`` and its lifetime ``expires_in`` (seconds)."""
+
+    access_token: str
+    expires_in: int
+
+
+class WechatClient:
+    """Talks to WeChat (or the simulator) at ``api_base``; see the module docstring."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        api_base: str,
+        timeout: float,
+        *,
+        observer: UpstreamObserver | None = None,
+    ) -> None:
+        self._session = session
+        self._api_base = api_base.rstrip("/")
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._observer = observer
+
+    async def fetch_token(
+        self,
+        appid: str,
+        secret: Secret,
+        token_api: Literal["stable", "classic"],
+        *,
+        force_refresh: bool = False,
+    ) -> TokenGrant:
+        """Fetch an access_token with the AppSecret.
+
+        ``token_api="classic"``: ``GET /cgi-bin/token`` (each call issues a new token, the old one
+        stays valid for 5 minutes). ``"stable"``: ``POST /cgi-bin/stable_token``; with
+        ``force_refresh`` false it returns the current token until its last 5 minutes.
+        Raises :class:`WechatAPIError` (40001/40125 wrong secret, 40013 bad appid, 40164 IP,
+        45009 quota...), :class:`UpstreamTimeout`, :class:`UpstreamUnavailable`,
+        :class:`UpstreamBadResponse` (missing token, non-positive ``expires_in``).
+        """
+        if token_api == "classic":
+            api = CLASSIC_TOKEN_API
+            params = {"grant_type": "client_credential", "appid": appid, "secret": secret.reveal()}
+            answer = await self.call("GET", api, params=params, token_endpoint=True)
+        else:
+            api = STABLE_TOKEN_API
+            body = {
+                "grant_type": "client_credential",
+                "appid": appid,
+                "secret": secret.reveal(),
+                "force_refresh": force_refresh,
+            }
+            answer = await self.call("POST", api, json_body=body, token_endpoint=True)
+        return _validate_grant(api, answer)
+
+    async def probe(self, access_token: str) -> bool:
+        """Ask WeChat whether ``access_token`` works, with no side effect.
+
+        Returns True when ``/cgi-bin/getcallbackip`` accepts it, False on 40001/40014/42001.
+        Raises :class:`UpstreamError` when the probe itself cannot tell (busy, network, other
+        errcode).
+        """
+        try:
+            await self.call("GET", PROBE_API, params={"access_token": access_token})
+        except WechatAPIError as exc:
+            if exc.kind is ErrorKind.TOKEN:
+                return False
+            raise
+        return True
+
+    async def call(
+        self,
+        method: str,
+        api: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        json_body: Any = None,
+        token_endpoint: bool = False,
+        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
+    ) -> dict[str, Any]:
+        """Send one request to ``{api_base}{api}`` and return WeChat's JSON object.
+
+        Raises :class:`WechatAPIError` for a non-zero ``errcode``; :class:`UpstreamUnavailable`
+        when no connection was made (``request_sent`` False) or it broke mid-way (True);
+        :class:`UpstreamTimeout` when the answer did not come in ``[wechat] timeout`` seconds;
+        :class:`UpstreamBadResponse` for HTTP errors, malformed or oversized answers.
+        """
+        started = time.monotonic()
+        outcome = "bad_response"
+        try:
+            answer = await self._send(method, api, params, json_body, max_answer_bytes)
+            errcode = answer.get("errcode", 0)
+            if isinstance(errcode, bool) or not isinstance(errcode, int):
+                raise UpstreamBadResponse(api, "errcode is not an integer")
+            outcome = str(errcode)
+            if errcode != 0:
+                errmsg = str(answer.get("errmsg", ""))
+                raise WechatAPIError(
+                    api,
+                    errcode,
+                    errmsg,
+                    parse_rid(errmsg),
+                    classify(errcode, token_endpoint=token_endpoint),
+                )
+            return answer
+        except UpstreamTimeout:
+            outcome = "timeout"
+            raise
+        except UpstreamUnavailable:
+            outcome = "unavailable"
+            raise
+        finally:
+            elapsed = time.monotonic() - started
+            log.debug("upstream %s %s -> %s in %.3fs", method, api, outcome, elapsed)
+            if self._observer is not None:
+                self._observer(api, outcome, elapsed)
+
+    async def _send(
+        self,
+        method: str,
+        api: str,
+        params: Mapping[str, str] | None,
+        json_body: Any,
+        max_answer_bytes: int,
+    ) -> dict[str, Any]:
+        url = self._api_base + api
+        try:
+            async with self._session.request(
+                method, url, params=params, json=json_body, timeout=self._timeout
+            ) as response:
+                raw = await response.content.read(max_answer_bytes + 1)
+                status = response.status
+        except aiohttp.ConnectionTimeoutError:
+            raise UpstreamUnavailable(api, "connection timed out", request_sent=False) from None
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            raise UpstreamTimeout(api, "no answer in time; the outcome is unknown") from None
+        except aiohttp.ClientConnectorError as exc:
+            raise UpstreamUnavailable(
+                api, f"cannot connect: {exc.strerror or 'refused'}", request_sent=False
+            ) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise UpstreamUnavailable(
+                api, f"connection lost: {type(exc).__name__}", request_sent=True
+            ) from None
+        if status >= 400:
+            raise UpstreamBadResponse(api, f"HTTP {status}")
+        if len(raw) > max_answer_bytes:
+            raise UpstreamBadResponse(api, f"answer larger than {max_answer_bytes} bytes")
+        try:
+            answer = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise UpstreamBadResponse(api, "answer is not JSON") from None
+        if not isinstance(answer, dict):
+            raise UpstreamBadResponse(api, "answer is not a JSON object")
+        return answer
+
+
+def _validate_grant(api: str, answer: Mapping[str, Any]) -> TokenGrant:
+    token = answer.get("access_token")
+    expires_in = answer.get("expires_in")
+    if (
+        not isinstance(token, str)
+        or not token
+        or len(token) > MAX_TOKEN_LENGTH
+        or not token.isprintable()
+    ):
+        raise UpstreamBadResponse(api, "answer has no valid access_token")
+    if isinstance(expires_in, bool) or not isinstance(expires_in, int) or expires_in <= 0:
+        raise UpstreamBadResponse(api, "answer has no positive integer expires_in")
+    return TokenGrant(access_token=token, expires_in=expires_in)

@@ -1,0 +1,391 @@
+"""The WeChat simulator: a real aiohttp server with WeChat's documented token semantics.
+
+Used by ``tokensvc demo``, ``tokensvc fake-wechat`` and the tests. What it models
+(see ``shared/wechat-facts.md`` and the access_token / stable_token doc pages):
+
+- ``GET /cgi-bin/token``: every call issues a new token; the previous one of that chain stays
+  valid for ``rotation_window`` seconds (or until it expires, if sooner).
+- ``POST /cgi-bin/stable_token``: normal mode returns the same token until its last
+  ``rotation_window`` seconds, then a new one (both valid meanwhile). Force mode issues a new
+  token, keeps the previous one for the window and kills older ones at once; at most
+  ``force_daily_limit`` a day and not within ``force_min_interval`` seconds of the last.
+- The classic and stable chains are isolated: one never invalidates the other.
+- APIs that take ``access_token`` answer 41001 (missing), 40001 (unknown, revoked or superseded)
+  or 42001 (expired). Wrong appid: 40013; wrong secret: 40001 (classic), 40125 (stable).
+  Daily quota per API and appid: 45009.
+- Test controls: lifetimes, fault injection per API, revocation, call counters; also over HTTP
+  under ``/_sim/`` for the demo.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from tokensvc.clock import Clock, SystemClock
+from tokensvc.web.access_log import AccessLogger
+
+log = logging.getLogger(__name__)
+
+FAULTS = ("busy", "http500", "timeout", "malformed", "quota", "reset")
+"""Injectable faults: errcode -1, HTTP 500, no answer, non-JSON body, errcode 45009, and a
+connection closed after the request was read."""
+
+_BEIJING_OFFSET = 8 * 3600
+
+
+@dataclass
+class IssuedToken:
+    """A token the simulator issued: its app, chain (classic/stable) and validity (epoch s)."""
+
+    appid: str
+    chain: str
+    issued_at: float
+    expires_at: float
+    valid_until: float  # lowered when superseded or revoked
+
+
+@dataclass
+class _Fault:
+    name: str
+    remaining: int | None  # None: until cleared
+
+
+@dataclass
+class FakeWechat:
+    """State and behaviour of the simulated WeChat; :meth:`make_app` serves it over HTTP.
+
+    Lifetimes in seconds. ``apps`` maps appid to AppSecret.
+    """
+
+    clock: Clock = field(default_factory=SystemClock)
+    ttl: float = 7200.0
+    rotation_window: float = 300.0
+    daily_quota: int = 2000
+    force_daily_limit: int = 20
+    force_min_interval: float = 30.0
+    hang_seconds: float = 60.0
+    apps: dict[str, str] = field(default_factory=dict)
+    tokens: dict[str, IssuedToken] = field(default_factory=dict)
+    current: dict[tuple[str, str], str] = field(default_factory=dict)
+    calls: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
+    received: list[tuple[str, str, Any]] = field(default_factory=list)
+    js_codes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    _faults: dict[str, collections.deque[_Fault]] = field(default_factory=dict)
+    _quota_used: collections.Counter[tuple[str, str, int]] = field(
+        default_factory=collections.Counter
+    )
+    forces: dict[str, list[float]] = field(default_factory=dict)  # appid -> force_refresh times
+    _release: asyncio.Event = field(default_factory=asyncio.Event)
+
+    # ---- controls used by tests and the demo -------------------------------------------------
+
+    def add_app(self, appid: str, secret: str) -> None:
+        """Register an app and its AppSecret."""
+        self.apps[appid] = secret
+
+    def inject(self, api: str, fault: str, times: int | None = 1) -> None:
+        """Make the next ``times`` calls of ``api`` (``"/cgi-bin/token"``) fail with ``fault``.
+
+        ``times=None`` keeps failing until :meth:`clear_faults`. ``fault`` is one of :data:`FAULTS`.
+        """
+        if fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r}; expected one of {FAULTS}")
+        self._faults.setdefault(api, collections.deque()).append(_Fault(fault, times))
+
+    def clear_faults(self, api: str | None = None) -> None:
+        """Remove injected faults for ``api``, or for every API."""
+        if api is None:
+            self._faults.clear()
+        else:
+            self._faults.pop(api, None)
+
+    def revoke(self, appid: str) -> None:
+        """Invalidate every token of ``appid`` at once (both chains), as after a leak."""
+        now = self.clock.now()
+        for token in self.tokens.values():
+            if token.appid == appid:
+                token.valid_until = min(token.valid_until, now)
+
+    def check(self, access_token: str | None) -> int:
+        """The errcode an API call with this token would get: 0, 41001, 40001 or 42001."""
+        if not access_token:
+            return 41001
+        token = self.tokens.get(access_token)
+        now = self.clock.now()
+        if token is None:
+            return 40001
+        if now >= token.expires_at and token.valid_until >= token.expires_at:
+            return 42001
+        if now >= token.valid_until:
+            return 40001
+        return 0
+
+    def is_valid(self, access_token: str) -> bool:
+        """True when WeChat would accept ``access_token`` now."""
+        return self.check(access_token) == 0
+
+    def count(self, api: str, appid: str | None = None) -> int:
+        """How many calls ``api`` received (for ``appid``, or in all)."""
+        if appid is not None:
+            return self.calls[(api, appid)]
+        return sum(n for (a, _), n in self.calls.items() if a == api)
+
+    def token_calls(self, appid: str | None = None) -> int:
+        """Calls to both token endpoints (for ``appid``, or in all)."""
+        return self.count("/cgi-bin/token", appid) + self.count("/cgi-bin/stable_token", appid)
+
+    def release_hung_requests(self) -> None:
+        """Let requests held by a ``timeout`` fault finish (used on shutdown)."""
+        self._release.set()
+
+    # ---- the HTTP app --------------------------------------------------------------------------
+
+    def make_app(self) -> web.Application:
+        """The simulator as an aiohttp application."""
+        app = web.Application()
+        app.router.add_get("/cgi-bin/token", self._classic_token)
+        app.router.add_post("/cgi-bin/stable_token", self._stable_token)
+        app.router.add_get("/cgi-bin/getcallbackip", self._ip_list)
+        app.router.add_get("/cgi-bin/get_api_domain_ip", self._ip_list)
+        app.router.add_get("/_sim/stats", self._sim_stats)
+        app.router.add_post("/_sim/revoke", self._sim_revoke)
+        app.router.add_post("/_sim/faults", self._sim_fault)
+        app.router.add_delete("/_sim/faults", self._sim_clear)
+        app.on_shutdown.append(self._on_shutdown)
+        return app
+
+    async def _on_shutdown(self, app: web.Application) -> None:
+        self.release_hung_requests()
+
+    def _rid(self) -> str:
+        return f"{secrets.token_hex(4)}-{secrets.token_hex(4)}-{secrets.token_hex(4)}"
+
+    def _error(self, errcode: int, errmsg: str) -> web.Response:
+        return web.json_response({"errcode": errcode, "errmsg": f"{errmsg} rid: {self._rid()}"})
+
+    async def _fault(self, api: str, request: web.Request) -> web.StreamResponse | None:
+        queue = self._faults.get(api)
+        if not queue:
+            return None
+        fault = queue[0]
+        if fault.remaining is not None:
+            fault.remaining -= 1
+            if fault.remaining <= 0:
+                queue.popleft()
+        if fault.name == "busy":
+            return self._error(-1, "system error")
+        if fault.name == "quota":
+            return self._error(45009, "reach max api daily quota limit")
+        if fault.name == "http500":
+            return web.Response(status=500, text="Internal Server Error")
+        if fault.name == "malformed":
+            return web.Response(text="<html>not json", content_type="text/html")
+        if fault.name == "reset":
+            await request.read()
+            transport = request.transport
+            if transport is not None:
+                transport.abort()
+            raise asyncio.CancelledError
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._release.wait(), self.hang_seconds)
+        return self._error(-1, "system error")
+
+    def _day(self) -> int:
+        return int((self.clock.now() + _BEIJING_OFFSET) // 86400)
+
+    def _over_quota(self, api: str, appid: str) -> bool:
+        key = (api, appid, self._day())
+        self._quota_used[key] += 1
+        return self._quota_used[key] > self.daily_quota
+
+    def _issue(self, appid: str, chain: str) -> str:
+        """Issue a new token on ``chain`` and make it the current one; returns its value."""
+        now = self.clock.now()
+        value = secrets.token_urlsafe(96)
+        self.tokens[value] = IssuedToken(appid, chain, now, now + self.ttl, now + self.ttl)
+        self.current[(appid, chain)] = value
+        return value
+
+    def _grant(self, value: str) -> web.Response:
+        token = self.tokens[value]
+        expires_in = max(1, round(token.expires_at - self.clock.now()))
+        return web.json_response({"access_token": value, "expires_in": expires_in})
+
+    def _supersede(self, appid: str, chain: str, *, kill_older: bool = False) -> None:
+        """The current token of the chain stays valid only for the rotation window."""
+        now = self.clock.now()
+        previous = self.current.get((appid, chain))
+        for value, token in self.tokens.items():
+            if token.appid != appid or token.chain != chain:
+                continue
+            if value == previous:
+                token.valid_until = min(token.valid_until, now + self.rotation_window)
+            elif kill_older:
+                token.valid_until = min(token.valid_until, now)
+
+    async def _classic_token(self, request: web.Request) -> web.StreamResponse:
+        api = "/cgi-bin/token"
+        query = request.query
+        appid = query.get("appid", "")
+        self.calls[(api, appid)] += 1
+        fault = await self._fault(api, request)
+        if fault is not None:
+            return fault
+        if query.get("grant_type") != "client_credential":
+            return self._error(40002, "invalid grant_type")
+        if not appid:
+            return self._error(41002, "appid missing")
+        if "secret" not in query:
+            return self._error(41004, "appsecret missing")
+        if appid not in self.apps:
+            return self._error(40013, "invalid appid")
+        if query["secret"] != self.apps[appid]:
+            return self._error(40001, "invalid credential, access_token is invalid or not latest")
+        if self._over_quota(api, appid):
+            return self._error(45009, "reach max api daily quota limit")
+        self._supersede(appid, "classic")
+        return self._grant(self._issue(appid, "classic"))
+
+    async def _stable_token(self, request: web.Request) -> web.StreamResponse:
+        api = "/cgi-bin/stable_token"
+        try:
+            body = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            body = None
+        if not isinstance(body, dict):
+            self.calls[(api, "")] += 1
+            return self._error(47001, "data format error")
+        appid = str(body.get("appid", ""))
+        self.calls[(api, appid)] += 1
+        fault = await self._fault(api, request)
+        if fault is not None:
+            return fault
+        if body.get("grant_type") != "client_credential":
+            return self._error(40002, "invalid grant_type")
+        if not appid:
+            return self._error(41002, "appid missing")
+        if "secret" not in body:
+            return self._error(41004, "appsecret missing")
+        if appid not in self.apps:
+            return self._error(40013, "invalid appid")
+        if body["secret"] != self.apps[appid]:
+            return self._error(40125, "invalid appsecret")
+        if self._over_quota(api, appid):
+            return self._error(45009, "reach max api daily quota limit")
+        now = self.clock.now()
+        current = self.current.get((appid, "stable"))
+        if body.get("force_refresh") is True:
+            forces = [t for t in self.forces.get(appid, []) if self._day_of(t) == self._day()]
+            if len(forces) >= self.force_daily_limit:
+                return self._error(45009, "reach max api daily quota limit")
+            if current is not None and forces and now - forces[-1] < self.force_min_interval:
+                return self._grant(current)
+            self.forces[appid] = [*forces, now]
+            self._supersede(appid, "stable", kill_older=True)
+            return self._grant(self._issue(appid, "stable"))
+        if current is not None:
+            token = self.tokens[current]
+            if self.check(current) == 0 and now < token.expires_at - self.rotation_window:
+                return self._grant(current)
+        return self._grant(self._issue(appid, "stable"))
+
+    def _day_of(self, epoch: float) -> int:
+        return int((epoch + _BEIJING_OFFSET) // 86400)
+
+    async def _ip_list(self, request: web.Request) -> web.StreamResponse:
+        api = request.path
+        token = request.query.get("access_token")
+        appid = self.tokens[token].appid if token in self.tokens else ""
+        self.calls[(api, appid)] += 1
+        fault = await self._fault(api, request)
+        if fault is not None:
+            return fault
+        errcode = self.check(token)
+        if errcode:
+            return self._error(errcode, _TOKEN_ERRMSG[errcode])
+        return web.json_response({"ip_list": ["127.0.0.1"]})
+
+    async def _sim_stats(self, request: web.Request) -> web.StreamResponse:
+        stats: dict[str, dict[str, int]] = {}
+        for (api, appid), n in sorted(self.calls.items()):
+            stats.setdefault(api, {})[appid or "-"] = n
+        return web.json_response({"calls": stats, "apps": sorted(self.apps)})
+
+    async def _sim_revoke(self, request: web.Request) -> web.StreamResponse:
+        body = await _json_object(request)
+        appid = str(body.get("appid", ""))
+        if appid not in self.apps:
+            raise web.HTTPNotFound(
+                text=json.dumps({"error": "unknown appid"}), content_type="application/json"
+            )
+        self.revoke(appid)
+        return web.json_response({"revoked": appid})
+
+    async def _sim_fault(self, request: web.Request) -> web.StreamResponse:
+        body = await _json_object(request)
+        times = body.get("times", 1)
+        try:
+            self.inject(
+                str(body.get("api", "")),
+                str(body.get("fault", "")),
+                times if isinstance(times, int) else None,
+            )
+        except ValueError as exc:
+            raise web.HTTPBadRequest(
+                text=json.dumps({"error": str(exc)}), content_type="application/json"
+            ) from None
+        return web.json_response({"ok": True})
+
+    async def _sim_clear(self, request: web.Request) -> web.StreamResponse:
+        self.clear_faults(request.query.get("api"))
+        return web.json_response({"ok": True})
+
+
+_TOKEN_ERRMSG = {
+    40001: "invalid credential, access_token is invalid or not latest",
+    41001: "access_token missing",
+    42001: "access_token expired",
+}
+
+
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError):
+        body = None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(
+            text='{"error": "body must be a JSON object"}', content_type="application/json"
+        )
+    return body
+
+
+@contextlib.asynccontextmanager
+async def serve_fake(
+    fake: FakeWechat, host: str = "127.0.0.1", port: int = 0
+) -> AsyncIterator[str]:
+    """Run ``fake`` on ``host:port`` (0: a free port) and yield its base URL."""
+    runner = web.AppRunner(
+        fake.make_app(),
+        access_log_class=AccessLogger,
+        access_log=logging.getLogger("tokensvc.fake.access"),
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound_port = runner.addresses[0][1]
+    try:
+        yield f"http://{host}:{bound_port}"
+    finally:
+        fake.release_hung_requests()
+        await runner.cleanup()
