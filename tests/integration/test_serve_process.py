@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -15,100 +13,41 @@ import aiohttp
 import pytest
 
 from tests.conftest import AUTH, CLASSIC_APPID, SECRET_ENV, SECRETS, STABLE_APPID
+from tests.support.replicas import Replica, free_port, write_config
 from tokensvc.web.auth import key_sha256
 from tokensvc.wechat.fake import FakeWechat
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def write_config(path: Path, api_base: str, port: int, database: Path) -> Path:
-    path.write_text(f"""
-[server]
-host = "127.0.0.1"
-port = {port}
-
-[database]
-url = "sqlite+aiosqlite:///{database}"
-
-[wechat]
-api_base = "{api_base}"
-timeout = 2
-rotation_window = 5
-
-[[apps]]
-appid = "{CLASSIC_APPID}"
-name = "Classic OA"
-kind = "official_account"
-token_api = "classic"
-secret_env = "CLASSIC_SECRET"
-
-[[apps]]
-appid = "{STABLE_APPID}"
-name = "Stable MP"
-kind = "miniprogram"
-secret_env = "STABLE_SECRET"
-
-[[clients]]
-name = "orders"
-key_sha256 = "{key_sha256(AUTH["Authorization"].split()[1])}"
-apps = ["*"]
-""")
-    return path
+def sqlite_url(path: Path) -> str:
+    return f"sqlite+aiosqlite:///{path}"
 
 
 def command(*args: str) -> list[str]:
     return [sys.executable, "-m", "tokensvc", *args]
 
 
-async def wait_healthy(url: str, process: asyncio.subprocess.Process, timeout: float = 20) -> None:
-    async with aiohttp.ClientSession() as session:
-        for _ in range(int(timeout / 0.1)):
-            if process.returncode is not None:
-                raise AssertionError(f"tokensvc exited with {process.returncode}")
-            try:
-                async with session.get(f"{url}/healthz") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError("tokensvc did not become healthy")
-
-
 @pytest.fixture
-async def serve(
-    fake_url: str, tmp_path: Path
-) -> AsyncIterator[tuple[str, Path, asyncio.subprocess.Process]]:
+async def serve(fake_url: str, tmp_path: Path) -> AsyncIterator[Replica]:
     port = free_port()
-    config = write_config(tmp_path / "config.toml", fake_url, port, tmp_path / "tokensvc.db")
-    process = await asyncio.create_subprocess_exec(
-        *command("serve", "--config", str(config)),
-        env={**os.environ, **SECRET_ENV},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
+    config = write_config(
+        tmp_path / "config.toml",
+        api_base=fake_url,
+        port=port,
+        database_url=sqlite_url(tmp_path / "tokensvc.db"),
     )
-    url = f"http://127.0.0.1:{port}"
+    replica = Replica("serve", config, port, tmp_path)
+    await replica.start()
     try:
-        await wait_healthy(url, process)
-        yield url, config, process
+        yield replica
     finally:
-        if process.returncode is None:
-            process.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(process.wait(), 20)
+        await replica.stop()
 
 
-async def test_real_serve_process_serves_valid_tokens(
-    fake: FakeWechat, serve: tuple[str, Path, asyncio.subprocess.Process]
-) -> None:
-    url, config, process = serve
+async def test_real_serve_process_serves_valid_tokens(fake: FakeWechat, serve: Replica) -> None:
     async with aiohttp.ClientSession(headers=AUTH) as session:
         for appid in (CLASSIC_APPID, STABLE_APPID):
             for _ in range(100):
-                async with session.get(f"{url}/v1/apps/{appid}/token") as response:
+                async with session.get(f"{serve.url}/v1/apps/{appid}/token") as response:
                     if response.status == 200:
                         body = await response.json()
                         break
@@ -117,7 +56,7 @@ async def test_real_serve_process_serves_valid_tokens(
 
     # a second process on the same SQLite file refuses to start, with a clear message
     second = await asyncio.create_subprocess_exec(
-        *command("serve", "--config", str(config)),
+        *command("serve", "--config", str(serve.config)),
         env={**os.environ, **SECRET_ENV},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -126,9 +65,9 @@ async def test_real_serve_process_serves_valid_tokens(
     assert second.returncode == 1
     assert b"in use by another tokensvc process" in err
 
-    process.send_signal(signal.SIGTERM)
-    assert await asyncio.wait_for(process.wait(), 20) == 0
-    output = (await process.stdout.read()).decode() if process.stdout else ""
+    await serve.stop()
+    assert serve.process is not None and serve.process.returncode == 0  # clean SIGTERM shutdown
+    output = serve.log_path.read_text()
     assert "refresh app=" in output and "client=orders" in output
     for secret in SECRETS.values():
         assert secret not in output
@@ -136,7 +75,12 @@ async def test_real_serve_process_serves_valid_tokens(
 
 
 def test_check_config_names_the_bad_key_and_never_the_secret(tmp_path: Path) -> None:
-    config = write_config(tmp_path / "config.toml", "http://127.0.0.1:1", 8080, tmp_path / "x.db")
+    config = write_config(
+        tmp_path / "config.toml",
+        api_base="http://127.0.0.1:1",
+        port=8080,
+        database_url=sqlite_url(tmp_path / "x.db"),
+    )
     ok = subprocess.run(
         command("check-config", str(config)),
         env={**os.environ, **SECRET_ENV},
@@ -169,7 +113,12 @@ def test_keygen_prints_a_key_and_its_hash() -> None:
 
 
 def test_migrate_creates_the_schema(tmp_path: Path) -> None:
-    config = write_config(tmp_path / "config.toml", "http://127.0.0.1:1", 8080, tmp_path / "m.db")
+    config = write_config(
+        tmp_path / "config.toml",
+        api_base="http://127.0.0.1:1",
+        port=8080,
+        database_url=sqlite_url(tmp_path / "m.db"),
+    )
     done = subprocess.run(
         command("migrate", "--config", str(config)),
         env={**os.environ, **SECRET_ENV},

@@ -199,6 +199,10 @@ class TokenManager:
             return TokenState.EXPIRED
         return TokenState.RETRYING if failing else TokenState.FRESH
 
+    def served(self) -> ServedToken | None:
+        """The token :meth:`current` would hand out, or None when there is no valid one."""
+        return self._serve(self._record)
+
     def _serve(self, record: TokenRecord) -> ServedToken | None:
         now = self._clock.now()
         if record.access_token is None or record.expires_at is None:

@@ -127,9 +127,3 @@ async def refresh_token(request: web.Request) -> web.Response:
     return web.json_response(
         {**token_body(outcome.token), "refreshed": outcome.refreshed}, headers=_NO_STORE
     )
-
-
-@routes.get("/healthz")
-async def healthz(request: web.Request) -> web.Response:
-    """Liveness: 200 ``{"status": "ok"}`` while the process serves HTTP. No auth."""
-    return web.json_response({"status": "ok"})

@@ -22,7 +22,7 @@ from tokensvc.store.migrate import upgrade_to_head
 from tokensvc.store.repo import TokenStore, make_engine
 from tokensvc.tokens.manager import TokenManager
 from tokensvc.tokens.scheduler import RefreshScheduler, sync_from_database
-from tokensvc.web import api
+from tokensvc.web import api, health
 from tokensvc.web.auth import Authenticator
 from tokensvc.web.errors import error_middleware
 from tokensvc.web.keys import AUTH, CLIENT, CLOCK, HEALTH, MANAGERS, SCHEDULER, SETTINGS, STORE
@@ -42,6 +42,7 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app[HEALTH] = {"database": True}
     app.cleanup_ctx.extend([_database, _wechat_client, _managers, _sync, _scheduler])
     app.add_routes(api.routes)
+    app.add_routes(health.routes)
     return app
 
 

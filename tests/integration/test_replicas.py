@@ -1,0 +1,284 @@
+"""Several ``tokensvc serve`` replicas on one real PostgreSQL (started by the test suite).
+
+They may skip only where the PostgreSQL server binaries are absent; ``.ci/run`` installs them
+and sets ``TOKENSVC_REQUIRE_POSTGRES=1`` so that a missing cluster fails instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.conftest import AUTH, CLASSIC_APPID, SECRET_ENV, SECRETS, STABLE_APPID
+from tests.support.postgres import PostgresCluster, find_bindir
+from tests.support.replicas import Replica, free_port, write_config
+from tokensvc.wechat.fake import FakeWechat
+
+APPIDS = (CLASSIC_APPID, STABLE_APPID)
+_databases = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    bindir = find_bindir()
+    if bindir is None:
+        if os.environ.get("TOKENSVC_REQUIRE_POSTGRES"):
+            pytest.fail(
+                "PostgreSQL server binaries not found, but TOKENSVC_REQUIRE_POSTGRES is set"
+            )
+        pytest.skip(
+            "PostgreSQL server binaries (initdb, pg_ctl) not found: apt-get install postgresql-15"
+        )
+    # pytest's own temp root is private to root; the cluster runs as an unprivileged user
+    base = Path(tempfile.mkdtemp(prefix="tokensvc-pg-"))
+    base.chmod(0o755)
+    cluster = PostgresCluster(bindir, base / "cluster")
+    try:
+        cluster.init()
+        yield cluster
+        cluster.stop()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+async def database_url(postgres: PostgresCluster) -> str:
+    return await postgres.create_database(f"tokensvc_{os.getpid()}_{next(_databases)}")
+
+
+@pytest.fixture
+async def replicas(
+    fake_url: str, database_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[list[Replica]]:
+    count = getattr(request, "param", 3)
+    window = 4
+    group = []
+    for i in range(count):
+        port = free_port()
+        config = write_config(
+            tmp_path / f"r{i}.toml",
+            api_base=fake_url,
+            port=port,
+            database_url=database_url,
+            rotation_window=window,
+        )
+        group.append(Replica(f"replica{i}", config, port, tmp_path))
+    await asyncio.gather(*(r.start() for r in group))
+    try:
+        yield group
+    finally:
+        await asyncio.gather(*(r.stop() for r in group))
+        logs = "".join(r.log_path.read_text() for r in group if r.log_path.exists())
+        for secret in SECRETS.values():
+            assert secret not in logs
+
+
+async def get_token(session: aiohttp.ClientSession, replica: Replica, appid: str) -> str | None:
+    try:
+        async with session.get(f"{replica.url}/v1/apps/{appid}/token", headers=AUTH) as response:
+            if response.status != 200:
+                return None
+            return str((await response.json())["access_token"])
+    except aiohttp.ClientConnectionError:
+        return None
+
+
+async def wait_all_served(session: aiohttp.ClientSession, group: list[Replica]) -> None:
+    for _ in range(200):
+        tokens = [await get_token(session, r, a) for r in group for a in APPIDS]
+        if all(tokens):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("replicas did not all serve a token")
+
+
+async def test_random_kills_over_two_lifetimes_serve_no_invalid_token(
+    fake: FakeWechat, replicas: list[Replica]
+) -> None:
+    fake.ttl, fake.rotation_window = 8.0, 4.0
+    fake.revoke(CLASSIC_APPID)  # start the measured period with fresh 8-second tokens
+    fake.revoke(STABLE_APPID)
+    rng = random.Random(5)
+    served = invalid = 0
+    kills = 0
+    async with aiohttp.ClientSession() as session:
+        for appid in APPIDS:  # one passive refresh through replica 0 gets the short tokens in
+            stale = await get_token(session, replicas[0], appid)
+            async with session.post(
+                f"{replicas[0].url}/v1/apps/{appid}/token/refresh",
+                headers=AUTH,
+                json={"stale_token": stale},
+            ) as response:
+                assert response.status == 200, await response.text()
+        await asyncio.sleep(0.6)
+        start_calls = {a: fake.token_calls(a) for a in APPIDS}
+        started = time.monotonic()
+        duration = 2 * fake.ttl + 1
+
+        async def killer() -> None:
+            nonlocal kills
+            while time.monotonic() - started < duration - 2:
+                await asyncio.sleep(rng.uniform(1.0, 2.5))
+                victim = rng.choice([r for r in replicas if r.alive])
+                await victim.kill()
+                kills += 1
+                await asyncio.sleep(rng.uniform(0.3, 1.0))
+                await victim.start(wait=False)
+
+        killing = asyncio.create_task(killer())
+        while time.monotonic() - started < duration:
+            for replica in replicas:
+                for appid in APPIDS:
+                    token = await get_token(session, replica, appid)
+                    if token is None:
+                        continue
+                    served += 1
+                    if not fake.is_valid(token):
+                        invalid += 1
+            await asyncio.sleep(0.02)
+        await killing
+        calls = {a: fake.token_calls(a) - start_calls[a] for a in APPIDS}
+    print(
+        f"\nreplica kill test: {kills} kills, {served} tokens served, {invalid} invalid, "
+        f"upstream token calls {calls} over {duration:.0f}s ({duration / fake.ttl:.1f} lifetimes)"
+    )
+    assert kills >= 4
+    assert served > 300
+    assert invalid == 0
+    for appid in APPIDS:
+        assert 1 <= calls[appid] <= 3 + kills, (appid, calls[appid], kills)
+
+
+async def test_passive_storm_across_replicas_costs_one_upstream_call(
+    fake: FakeWechat, replicas: list[Replica]
+) -> None:
+    async with aiohttp.ClientSession() as session:
+        await wait_all_served(session, replicas)
+        for appid in APPIDS:
+            old = await get_token(session, replicas[0], appid)
+            fake.revoke(appid)
+            before = fake.token_calls(appid)
+
+            async def report(replica: Replica, appid: str = appid, old: str | None = old) -> str:
+                async with session.post(
+                    f"{replica.url}/v1/apps/{appid}/token/refresh",
+                    headers=AUTH,
+                    json={"stale_token": old, "errcode": 40001},
+                ) as response:
+                    assert response.status == 200, await response.text()
+                    return str((await response.json())["access_token"])
+
+            answers = await asyncio.gather(*(report(replicas[i % 3]) for i in range(300)))
+            assert fake.token_calls(appid) == before + 1
+            assert len(set(answers)) == 1 and fake.is_valid(answers[0])
+
+
+async def test_a_new_token_reaches_the_other_replicas_within_a_second(
+    fake: FakeWechat, replicas: list[Replica]
+) -> None:
+    async with aiohttp.ClientSession() as session:
+        await wait_all_served(session, replicas)
+        old = await get_token(session, replicas[0], STABLE_APPID)
+        fake.revoke(STABLE_APPID)
+        async with session.post(
+            f"{replicas[0].url}/v1/apps/{STABLE_APPID}/token/refresh",
+            headers=AUTH,
+            json={"stale_token": old},
+        ) as response:
+            new = (await response.json())["access_token"]
+        committed = time.monotonic()
+        lags = []
+        for replica in replicas[1:]:
+            while await get_token(session, replica, STABLE_APPID) != new:
+                assert time.monotonic() - committed < 3, "new token did not propagate"
+                await asyncio.sleep(0.01)
+            lags.append(time.monotonic() - committed)
+    shown = ", ".join(f"{lag * 1000:.0f} ms" for lag in lags)
+    print(f"\npropagation of a new token to the other replicas: {shown}")
+    assert max(lags) < 1.0
+
+
+@pytest.mark.parametrize("replicas", [2], indirect=True)
+async def test_a_replica_that_loses_the_database_keeps_serving_and_reports_not_ready(
+    fake: FakeWechat, replicas: list[Replica], postgres: PostgresCluster
+) -> None:
+    async with aiohttp.ClientSession() as session:
+        await wait_all_served(session, replicas)
+        async with session.get(f"{replicas[0].url}/readyz") as response:
+            assert response.status == 200
+            assert (await response.json())["status"] == "ready"
+        postgres.stop()
+        try:
+            for replica in replicas:
+                token = await get_token(session, replica, CLASSIC_APPID)
+                assert token is not None and fake.is_valid(token)
+                async with session.get(f"{replica.url}/readyz") as response:
+                    body = await response.json()
+                    assert response.status == 503
+                    assert body["database"] == "unavailable"
+        finally:
+            postgres.start()
+        for replica in replicas:
+            for _ in range(100):
+                async with session.get(f"{replica.url}/readyz") as response:
+                    if response.status == 200:
+                        break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError(f"{replica.name} did not become ready again")
+        # and it refreshes through the database again
+        old = await get_token(session, replicas[1], CLASSIC_APPID)
+        fake.revoke(CLASSIC_APPID)
+        async with session.post(
+            f"{replicas[1].url}/v1/apps/{CLASSIC_APPID}/token/refresh",
+            headers=AUTH,
+            json={"stale_token": old},
+        ) as response:
+            assert response.status == 200
+            new = (await response.json())["access_token"]
+        for _ in range(50):
+            if await get_token(session, replicas[0], CLASSIC_APPID) == new:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("replica 0 did not learn the new token")
+
+
+async def test_migrate_command_on_postgresql(
+    database_url: str, postgres: PostgresCluster, tmp_path: Path
+) -> None:
+    import asyncpg
+
+    config = write_config(
+        tmp_path / "m.toml", api_base="http://127.0.0.1:1", port=8080, database_url=database_url
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tokensvc",
+        "migrate",
+        "--config",
+        str(config),
+        env={**os.environ, **SECRET_ENV},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await process.communicate()
+    assert process.returncode == 0, err.decode()
+    conn = await asyncpg.connect(database_url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        tables = {r["tablename"] for r in await conn.fetch("select tablename from pg_tables")}
+    finally:
+        await conn.close()
+    assert {"app_tokens", "alembic_version"} <= tables
