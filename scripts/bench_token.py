@@ -1,7 +1,7 @@
-"""Benchmark ``GET /v1/apps/{appid}/token``: requests per second and latency, on loopback only.
+"""Benchmark ``GET /v1/apps/{appid}/token``: requests per second and latency, loopback only.
 
-Starts ``tokensvc demo`` (simulator + service) as a subprocess, then sends a bounded number of
-requests from ``--concurrency`` keep-alive connections in this process and prints the figures.
+Starts ``tokensvc demo`` as a subprocess and sends a bounded number of requests from
+``--concurrency`` keep-alive connections in this process.
 
     .venv/bin/python scripts/bench_token.py [--requests 30000] [--concurrency 32]
 """
@@ -10,42 +10,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
-import socket
-import statistics
-import sys
-import time
 
 import aiohttp
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def start_demo(port: int) -> tuple[asyncio.subprocess.Process, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tokensvc",
-        "demo",
-        "--port",
-        str(port),
-        "--ttl",
-        "7200",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    assert process.stdout is not None
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        line = (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
-        match = re.search(r"demo client key:\s+(\S+)", line)
-        if match:
-            return process, match.group(1)
-    raise RuntimeError("demo did not start")
+from benchlib import run_load, start_demo
 
 
 async def main() -> None:
@@ -53,49 +20,27 @@ async def main() -> None:
     parser.add_argument("--requests", type=int, default=30000)
     parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
-    port = free_port()
-    process, key = await start_demo(port)
-    url = f"http://127.0.0.1:{port}/v1/apps/wxdemoofficial0001/token"
-    latencies: list[float] = []
-    errors = 0
-    remaining = args.requests
+    demo = await start_demo()
+    url = f"{demo.url}/v1/apps/wxdemoofficial0001/token"
     try:
+        headers = {"Authorization": f"Bearer {demo.client_key}"}
         connector = aiohttp.TCPConnector(limit=args.concurrency)
-        async with aiohttp.ClientSession(
-            connector=connector, headers={"Authorization": f"Bearer {key}"}
-        ) as session:
-            for _ in range(50):  # wait for the first token
+        async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
+
+            async def get_token() -> bool:
                 async with session.get(url) as response:
-                    if response.status == 200:
-                        break
+                    await response.read()
+                    return response.status == 200
+
+            for _ in range(50):  # the first token
+                if await get_token():
+                    break
                 await asyncio.sleep(0.1)
-
-            async def worker() -> None:
-                nonlocal remaining, errors
-                while remaining > 0:
-                    remaining -= 1
-                    started = time.perf_counter()
-                    async with session.get(url) as response:
-                        await response.read()
-                        if response.status != 200:
-                            errors += 1
-                    latencies.append(time.perf_counter() - started)
-
-            started = time.perf_counter()
-            await asyncio.wait_for(
-                asyncio.gather(*(worker() for _ in range(args.concurrency))), 300
-            )
-            elapsed = time.perf_counter() - started
+            result = await run_load(get_token, args.requests, args.concurrency)
     finally:
-        process.terminate()
-        await process.wait()
-    latencies.sort()
-    print(f"GET /token: {len(latencies)} requests, {args.concurrency} connections, {elapsed:.2f}s")
-    print(f"  {len(latencies) / elapsed:.0f} requests/s, errors {errors}")
-    print(
-        f"  latency p50 {statistics.median(latencies) * 1000:.2f} ms, "
-        f"p99 {latencies[int(len(latencies) * 0.99)] * 1000:.2f} ms"
-    )
+        demo.process.terminate()
+        await demo.process.wait()
+    print(result.report(f"GET /token ({args.concurrency} connections)"))
 
 
 if __name__ == "__main__":

@@ -115,6 +115,53 @@ class RefreshConfig:
     sync_interval: float = 1.0
 
 
+DEFAULT_PROXY_ALLOW = (
+    "cgi-bin/message/",  # template, custom, subscribe, mass sends
+    "cgi-bin/template/",  # official-account template management
+    "cgi-bin/user/",  # user info and lists
+    "cgi-bin/tags/",  # user tags
+    "cgi-bin/menu/",  # custom menus
+    "cgi-bin/qrcode/",  # QR codes (create)
+    "cgi-bin/media/",  # temporary media
+    "cgi-bin/material/",  # permanent material
+    "cgi-bin/getcallbackip",
+    "cgi-bin/get_api_domain_ip",
+    "wxa/",  # mini program APIs (codes, security checks, ...)
+    "wxaapi/newtmpl/",  # subscribe-message template management
+)
+"""Path prefixes the generic passthrough forwards when ``[proxy] allow`` is not set."""
+
+DENIED_PROXY_PREFIXES = (
+    "cgi-bin/token",
+    "cgi-bin/stable_token",
+    "cgi-bin/clear_quota",
+    "cgi-bin/openapi/quota/clear",
+    "sns/",
+)
+"""Never forwarded, whatever ``[proxy] allow`` says: token endpoints, quota resets, and the
+``sns/`` APIs that take an AppSecret (tokensvc offers ``jscode2session`` itself)."""
+
+_PROXY_PATH_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$")
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    """``[proxy]``: path prefixes (no leading ``/``) the generic passthrough may forward."""
+
+    allow: tuple[str, ...] = DEFAULT_PROXY_ALLOW
+
+    def allows(self, path: str) -> bool:
+        """True when ``path`` (``cgi-bin/user/info``) may be forwarded."""
+        if any(path.startswith(denied) for denied in DENIED_PROXY_PREFIXES):
+            return False
+        return any(path == prefix.rstrip("/") or path.startswith(prefix) for prefix in self.allow)
+
+
+def is_safe_proxy_path(path: str) -> bool:
+    """True for a plain API path: letters, digits, ``_ . / -``; no ``..`` or empty segments."""
+    return bool(_PROXY_PATH_RE.match(path)) and ".." not in path and "//" not in path
+
+
 @dataclass(frozen=True)
 class AdminConfig:
     """``[admin]``: SHA-256 (hex) of the operator key, or None to disable admin endpoints."""
@@ -163,6 +210,7 @@ class Settings:
     wechat: WechatConfig = WechatConfig()
     refresh: RefreshConfig = RefreshConfig()
     admin: AdminConfig = AdminConfig()
+    proxy: ProxyConfig = ProxyConfig()
     logging: LoggingConfig = LoggingConfig()
     apps: tuple[AppConfig, ...] = ()
     clients: tuple[ClientConfig, ...] = ()
@@ -173,7 +221,17 @@ class Settings:
         return next((a for a in self.apps if a.appid == appid), None)
 
 
-_SECTIONS = {"server", "database", "wechat", "refresh", "admin", "logging", "apps", "clients"}
+_SECTIONS = {
+    "server",
+    "database",
+    "wechat",
+    "refresh",
+    "admin",
+    "proxy",
+    "logging",
+    "apps",
+    "clients",
+}
 
 
 class _Reader:
@@ -303,6 +361,17 @@ def parse_settings(
     a = _Reader(raw.get("admin", {}), "admin", {"key_sha256"})
     admin = AdminConfig(key_sha256=a.hex_sha256("key_sha256") if a.has("key_sha256") else None)
 
+    px = _Reader(raw.get("proxy", {}), "proxy", {"allow"})
+    allow = px.table.get("allow", list(DEFAULT_PROXY_ALLOW))
+    if not isinstance(allow, list) or not all(isinstance(p, str) for p in allow):
+        raise ConfigError("proxy.allow", "must be a list of path prefixes")
+    for prefix in allow:
+        if not is_safe_proxy_path(prefix):
+            raise ConfigError(
+                "proxy.allow", f'"{prefix}" is not a path prefix like "cgi-bin/user/"'
+            )
+    proxy = ProxyConfig(allow=tuple(allow))
+
     lg = _Reader(raw.get("logging", {}), "logging", {"level", "format"})
     level = lg.str_("level", "INFO").upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
@@ -319,6 +388,7 @@ def parse_settings(
         wechat=wechat,
         refresh=refresh,
         admin=admin,
+        proxy=proxy,
         logging=logging_cfg,
         apps=apps,
         clients=clients,

@@ -54,6 +54,22 @@ async def test_real_serve_process_serves_valid_tokens(fake: FakeWechat, serve: R
                 await asyncio.sleep(0.1)
             assert fake.is_valid(body["access_token"])
 
+        # the send proxy and login, through the real process; a revoked token is replaced once
+        fake.revoke(CLASSIC_APPID)
+        message = {"touser": "o-1", "template_id": "t-1", "data": {"first": {"value": "hi"}}}
+        async with session.post(
+            f"{serve.url}/v1/apps/{CLASSIC_APPID}/messages/template", json=message
+        ) as response:
+            assert response.status == 200
+            assert response.headers["X-Tokensvc-Retried"] == "1"
+            assert (await response.json())["errcode"] == 0
+        assert fake.sent("/cgi-bin/message/template/send")[-1].body == message
+        fake.add_js_code(STABLE_APPID, "js-1", "openid-1", "session-key-e2e")
+        async with session.post(
+            f"{serve.url}/v1/apps/{STABLE_APPID}/jscode2session", json={"js_code": "js-1"}
+        ) as response:
+            assert (await response.json())["openid"] == "openid-1"
+
     # a second process on the same SQLite file refuses to start, with a clear message
     second = await asyncio.create_subprocess_exec(
         *command("serve", "--config", str(serve.config)),
@@ -72,6 +88,7 @@ async def test_real_serve_process_serves_valid_tokens(fake: FakeWechat, serve: R
     for secret in SECRETS.values():
         assert secret not in output
     assert body["access_token"] not in output
+    assert "session-key-e2e" not in output
 
 
 def test_check_config_names_the_bad_key_and_never_the_secret(tmp_path: Path) -> None:

@@ -77,10 +77,16 @@ class ServedToken:
 
 @dataclass(frozen=True)
 class RefreshOutcome:
-    """The token after a refresh request, and whether WeChat issued a new one for it."""
+    """The token after a refresh request, and whether WeChat issued a new one for it.
+
+    ``reason``: ``"refreshed"``, ``"already_replaced"`` (the reported token was no longer the
+    current one, or another replica refreshed), ``"still_valid"`` (WeChat's probe accepted the
+    reported token) or ``"unchanged"`` (stable normal mode returned the same token).
+    """
 
     token: ServedToken
     refreshed: bool
+    reason: str = "refreshed"
 
 
 @dataclass(frozen=True)
@@ -257,14 +263,14 @@ class TokenManager:
                     and stored.access_token != stale_token
                     and self._serve(stored)
                 ):
-                    return RefreshOutcome(self._served_or_raise(stored), refreshed=False)
+                    return RefreshOutcome(self._served_or_raise(stored), False, "already_replaced")
                 if (
                     expected_version is not None
                     and stored.version != expected_version
                     and now < self.next_refresh_at()
                     and self._serve(stored)
                 ):
-                    return RefreshOutcome(self._served_or_raise(stored), refreshed=False)
+                    return RefreshOutcome(self._served_or_raise(stored), False, "already_replaced")
                 if (
                     stale_token is not None
                     and stored.fetched_at is not None
@@ -308,7 +314,10 @@ class TokenManager:
                 "/cgi-bin/stable_token",
                 "WeChat returned the same token that was reported bad; an operator may revoke it",
             )
-        return RefreshOutcome(self._served_or_raise(new), refreshed=new.version != stored.version)
+        refreshed = new.version != stored.version
+        return RefreshOutcome(
+            self._served_or_raise(new), refreshed, "refreshed" if refreshed else "unchanged"
+        )
 
     async def _fetch(
         self, stored: TokenRecord, trigger: Trigger, *, force_refresh: bool, old_is_dead: bool
@@ -398,7 +407,7 @@ class TokenManager:
         """
         served = self._serve(self._record)
         if served is not None and self._record.access_token != stale_token:
-            return RefreshOutcome(served, refreshed=False)
+            return RefreshOutcome(served, False, "already_replaced")
         shared = self._passive.get(stale_token)
         if shared is None:
             shared = asyncio.ensure_future(self._verify_and_refresh(stale_token, trigger, verify))
@@ -421,7 +430,7 @@ class TokenManager:
                     self.appid,
                     fingerprint(stale_token),
                 )
-                return RefreshOutcome(self.current(), refreshed=False)
+                return RefreshOutcome(self.current(), False, "still_valid")
         return await self.refresh(trigger, stale_token=stale_token)
 
     async def run_scheduled(self) -> float:

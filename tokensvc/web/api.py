@@ -20,8 +20,9 @@ from tokensvc.errors import (
     WechatAPIError,
 )
 from tokensvc.tokens.manager import ServedToken, TokenManager, Trigger
+from tokensvc.web.auth import CLIENT_NAME
 from tokensvc.web.errors import json_error, read_json_object
-from tokensvc.web.keys import AUTH, CLOCK, MANAGERS
+from tokensvc.web.keys import AUTH, CLOCK, MANAGERS, METRICS
 from tokensvc.wechat.errcodes import TOKEN_ERRCODES
 
 MAX_REFRESH_BODY = 64 * 1024
@@ -65,6 +66,7 @@ async def get_token(request: web.Request) -> web.Response:
         token = manager.current()
     except TokenUnavailable as exc:
         raise unavailable(exc) from None
+    request.app[METRICS].token_requests.labels(manager.appid, request[CLIENT_NAME]).inc()
     return web.json_response(token_body(token), headers=_NO_STORE)
 
 
@@ -95,9 +97,11 @@ async def refresh_token(request: web.Request) -> web.Response:
                 f"field errcode {errcode} is not a token error (40001, 40014, 42001); "
                 "a refresh will not help",
             )
+    passive = request.app[METRICS].passive
     try:
         outcome = await manager.refresh_stale(stale, trigger=Trigger.PASSIVE)
     except RefreshRateLimited as exc:
+        passive.labels(manager.appid, "rate_limited").inc()
         retry_after = max(1, math.ceil(exc.retry_after))
         raise json_error(
             429,
@@ -106,6 +110,7 @@ async def refresh_token(request: web.Request) -> web.Response:
             headers={"Retry-After": str(retry_after)},
         ) from None
     except RefreshBlocked as exc:
+        passive.labels(manager.appid, "failed").inc()
         retry_after = max(1, math.ceil(exc.until - request.app[CLOCK].now()))
         raise json_error(
             503,
@@ -115,8 +120,10 @@ async def refresh_token(request: web.Request) -> web.Response:
             headers={"Retry-After": str(retry_after)},
         ) from None
     except TokenUnavailable as exc:
+        passive.labels(manager.appid, "failed").inc()
         raise unavailable(exc) from None
     except (UpstreamError, StoreUnavailable) as exc:
+        passive.labels(manager.appid, "failed").inc()
         errcode_out = exc.errcode if isinstance(exc, WechatAPIError) else None
         raise json_error(
             503,
@@ -124,6 +131,7 @@ async def refresh_token(request: web.Request) -> web.Response:
             f"refresh of {manager.appid} failed: {exc}",
             errcode=errcode_out,
         ) from None
+    passive.labels(manager.appid, outcome.reason).inc()
     return web.json_response(
         {**token_body(outcome.token), "refreshed": outcome.refreshed}, headers=_NO_STORE
     )

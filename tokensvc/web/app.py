@@ -17,15 +17,28 @@ from aiohttp import web
 
 from tokensvc.clock import Clock, SystemClock
 from tokensvc.config import Settings
+from tokensvc.metrics import Metrics
+from tokensvc.sender import Sender
 from tokensvc.store.filelock import exclusive_database, sqlite_file
 from tokensvc.store.migrate import upgrade_to_head
 from tokensvc.store.repo import TokenStore, make_engine
 from tokensvc.tokens.manager import TokenManager
 from tokensvc.tokens.scheduler import RefreshScheduler, sync_from_database
-from tokensvc.web import api, health
+from tokensvc.web import api, health, proxy
 from tokensvc.web.auth import Authenticator
 from tokensvc.web.errors import error_middleware
-from tokensvc.web.keys import AUTH, CLIENT, CLOCK, HEALTH, MANAGERS, SCHEDULER, SETTINGS, STORE
+from tokensvc.web.keys import (
+    AUTH,
+    CLIENT,
+    CLOCK,
+    HEALTH,
+    MANAGERS,
+    METRICS,
+    SCHEDULER,
+    SENDER,
+    SETTINGS,
+    STORE,
+)
 from tokensvc.wechat.client import WechatClient
 
 log = logging.getLogger(__name__)
@@ -40,9 +53,11 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app[CLOCK] = clock or SystemClock()
     app[AUTH] = Authenticator(settings.clients, settings.admin.key_sha256)
     app[HEALTH] = {"database": True}
+    app[METRICS] = Metrics()
     app.cleanup_ctx.extend([_database, _wechat_client, _managers, _sync, _scheduler])
     app.add_routes(api.routes)
     app.add_routes(health.routes)
+    app.add_routes(proxy.routes)
     return app
 
 
@@ -67,7 +82,13 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 async def _wechat_client(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100)) as session:
-        app[CLIENT] = WechatClient(session, settings.wechat.api_base, settings.wechat.timeout)
+        app[CLIENT] = WechatClient(
+            session,
+            settings.wechat.api_base,
+            settings.wechat.timeout,
+            observer=app[METRICS].observe_upstream,
+        )
+        app[SENDER] = Sender(app[CLIENT])
         yield
 
 
@@ -88,7 +109,10 @@ async def _managers(app: web.Application) -> AsyncIterator[None]:
     for appid, manager in managers.items():
         if appid in records:
             manager.adopt(records[appid])
+    for manager in managers.values():
+        manager.listeners.append(app[METRICS].observe_refresh)
     app[MANAGERS] = managers
+    app[METRICS].watch_tokens(lambda: app[MANAGERS])
     yield
 
 

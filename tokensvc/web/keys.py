@@ -8,6 +8,8 @@ from aiohttp import web
 
 from tokensvc.clock import Clock
 from tokensvc.config import Settings
+from tokensvc.metrics import Metrics
+from tokensvc.sender import Sender
 from tokensvc.store.repo import TokenStore
 from tokensvc.tokens.manager import TokenManager
 from tokensvc.tokens.scheduler import RefreshScheduler
@@ -22,3 +24,5 @@ CLIENT = web.AppKey("wechat_client", WechatClient)
 MANAGERS = web.AppKey("managers", Mapping[str, TokenManager])
 SCHEDULER = web.AppKey("scheduler", RefreshScheduler)
 HEALTH = web.AppKey("health", dict[str, bool])
+METRICS = web.AppKey("metrics", Metrics)
+SENDER = web.AppKey("sender", Sender)

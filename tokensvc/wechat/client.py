@@ -121,32 +121,56 @@ class WechatClient:
         params: Mapping[str, str] | None = None,
         json_body: Any = None,
         token_endpoint: bool = False,
-        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
     ) -> dict[str, Any]:
         """Send one request to ``{api_base}{api}`` and return WeChat's JSON object.
 
-        Raises :class:`WechatAPIError` for a non-zero ``errcode``; :class:`UpstreamUnavailable`
-        when no connection was made (``request_sent`` False) or it broke mid-way (True);
-        :class:`UpstreamTimeout` when the answer did not come in ``[wechat] timeout`` seconds;
-        :class:`UpstreamBadResponse` for HTTP errors, malformed or oversized answers.
+        Raises :class:`WechatAPIError` for a non-zero ``errcode``; :class:`UpstreamBadResponse`
+        for HTTP errors and answers that are not a JSON object; and what :meth:`exchange` raises.
+        """
+        answer = await self.exchange(method, api, params=params, json_body=json_body)
+        if answer.status >= 400:
+            raise UpstreamBadResponse(api, f"HTTP {answer.status}")
+        body = answer.json_object()
+        if body is None:
+            raise UpstreamBadResponse(api, "answer is not a JSON object")
+        errcode = body.get("errcode", 0)
+        if isinstance(errcode, bool) or not isinstance(errcode, int):
+            raise UpstreamBadResponse(api, "errcode is not an integer")
+        if errcode != 0:
+            errmsg = str(body.get("errmsg", ""))
+            kind = classify(errcode, token_endpoint=token_endpoint)
+            raise WechatAPIError(api, errcode, errmsg, parse_rid(errmsg), kind)
+        return body
+
+    async def exchange(
+        self,
+        method: str,
+        api: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        json_body: Any = None,
+        data: bytes | None = None,
+        content_type: str | None = None,
+        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
+    ) -> RawAnswer:
+        """Send one request and return WeChat's answer as it came (any status, any errcode).
+
+        Raises :class:`UpstreamUnavailable` when no connection was made (``request_sent`` False:
+        safe to resend) or it broke mid-way (True); :class:`UpstreamTimeout` when no answer came
+        within ``[wechat] timeout`` seconds (the request may have been acted on);
+        :class:`UpstreamBadResponse` when the answer is larger than ``max_answer_bytes``.
         """
         started = time.monotonic()
         outcome = "bad_response"
         try:
-            answer = await self._send(method, api, params, json_body, max_answer_bytes)
-            errcode = answer.get("errcode", 0)
-            if isinstance(errcode, bool) or not isinstance(errcode, int):
-                raise UpstreamBadResponse(api, "errcode is not an integer")
-            outcome = str(errcode)
-            if errcode != 0:
-                errmsg = str(answer.get("errmsg", ""))
-                raise WechatAPIError(
-                    api,
-                    errcode,
-                    errmsg,
-                    parse_rid(errmsg),
-                    classify(errcode, token_endpoint=token_endpoint),
-                )
+            answer = await self._transport(
+                method, api, params, json_body, data, content_type, max_answer_bytes
+            )
+            errcode = answer.errcode()
+            if answer.status >= 400:
+                outcome = f"http_{answer.status}"
+            else:
+                outcome = str(errcode if errcode is not None else 0)
             return answer
         except UpstreamTimeout:
             outcome = "timeout"
@@ -160,21 +184,30 @@ class WechatClient:
             if self._observer is not None:
                 self._observer(api, outcome, elapsed)
 
-    async def _send(
+    async def _transport(
         self,
         method: str,
         api: str,
         params: Mapping[str, str] | None,
         json_body: Any,
+        data: bytes | None,
+        content_type: str | None,
         max_answer_bytes: int,
-    ) -> dict[str, Any]:
+    ) -> RawAnswer:
         url = self._api_base + api
+        headers = {"Content-Type": content_type} if content_type and data is not None else None
         try:
             async with self._session.request(
-                method, url, params=params, json=json_body, timeout=self._timeout
+                method,
+                url,
+                params=params,
+                json=json_body,
+                data=data,
+                headers=headers,
+                timeout=self._timeout,
             ) as response:
                 raw = await response.content.read(max_answer_bytes + 1)
-                status = response.status
+                answer = RawAnswer(response.status, response.content_type, raw)
         except aiohttp.ConnectionTimeoutError:
             raise UpstreamUnavailable(api, "connection timed out", request_sent=False) from None
         except (TimeoutError, aiohttp.ServerTimeoutError):
@@ -187,17 +220,34 @@ class WechatClient:
             raise UpstreamUnavailable(
                 api, f"connection lost: {type(exc).__name__}", request_sent=True
             ) from None
-        if status >= 400:
-            raise UpstreamBadResponse(api, f"HTTP {status}")
         if len(raw) > max_answer_bytes:
             raise UpstreamBadResponse(api, f"answer larger than {max_answer_bytes} bytes")
-        try:
-            answer = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            raise UpstreamBadResponse(api, "answer is not JSON") from None
-        if not isinstance(answer, dict):
-            raise UpstreamBadResponse(api, "answer is not a JSON object")
         return answer
+
+
+@dataclass(frozen=True)
+class RawAnswer:
+    """WeChat's answer as received: HTTP ``status``, ``content_type`` and ``body`` bytes."""
+
+    status: int
+    content_type: str
+    body: bytes
+
+    def json_object(self) -> dict[str, Any] | None:
+        """The body as a JSON object, or None (not JSON, or not an object: e.g. an image)."""
+        if not self.body.lstrip().startswith(b"{"):
+            return None
+        try:
+            parsed = json.loads(self.body)
+        except (ValueError, UnicodeDecodeError):
+            return None
+        return parsed if isinstance(parsed, dict) else None
+
+    def errcode(self) -> int | None:
+        """The integer ``errcode`` of a JSON answer, or None."""
+        body = self.json_object()
+        errcode = body.get("errcode") if body is not None else None
+        return errcode if isinstance(errcode, int) and not isinstance(errcode, bool) else None
 
 
 def _validate_grant(api: str, answer: Mapping[str, Any]) -> TokenGrant:

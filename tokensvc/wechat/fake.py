@@ -54,6 +54,29 @@ class IssuedToken:
     valid_until: float  # lowered when superseded or revoked
 
 
+@dataclass(frozen=True)
+class ReceivedCall:
+    """A business API call the simulator accepted: app, API path, query (minus the token), body."""
+
+    appid: str
+    api: str
+    query: dict[str, str]
+    body: Any
+
+
+MESSAGE_APIS = (
+    "/cgi-bin/message/template/send",
+    "/cgi-bin/message/subscribe/send",
+    "/cgi-bin/message/custom/send",
+    "/cgi-bin/message/wxopen/template/send",
+)
+REFUSING_OPENID = "openid-refused"
+"""Sending to this openid answers 43101 (user refused / did not subscribe)."""
+
+FAKE_QR_CODE = b"\x89PNG\r\n\x1a\n" + b"tokensvc-simulator-qr-code" * 8
+"""What ``/wxa/getwxacode`` answers (``image/png``)."""
+
+
 @dataclass
 class _Fault:
     name: str
@@ -78,7 +101,7 @@ class FakeWechat:
     tokens: dict[str, IssuedToken] = field(default_factory=dict)
     current: dict[tuple[str, str], str] = field(default_factory=dict)
     calls: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
-    received: list[tuple[str, str, Any]] = field(default_factory=list)
+    received: list[ReceivedCall] = field(default_factory=list)
     js_codes: dict[str, dict[str, Any]] = field(default_factory=dict)
     _faults: dict[str, collections.deque[_Fault]] = field(default_factory=dict)
     _quota_used: collections.Counter[tuple[str, str, int]] = field(
@@ -144,6 +167,19 @@ class FakeWechat:
         """Calls to both token endpoints (for ``appid``, or in all)."""
         return self.count("/cgi-bin/token", appid) + self.count("/cgi-bin/stable_token", appid)
 
+    def add_js_code(
+        self, appid: str, js_code: str, openid: str, session_key: str, unionid: str | None = None
+    ) -> None:
+        """Register a login code for ``/sns/jscode2session`` (it works once)."""
+        answer = {"openid": openid, "session_key": session_key}
+        if unionid is not None:
+            answer["unionid"] = unionid
+        self.js_codes[js_code] = {"appid": appid, "answer": answer, "used": False}
+
+    def sent(self, api: str | None = None) -> list[ReceivedCall]:
+        """Calls the business APIs accepted (token valid), in order; for ``api`` or all."""
+        return [call for call in self.received if api is None or call.api == api]
+
     def release_hung_requests(self) -> None:
         """Let requests held by a ``timeout`` fault finish (used on shutdown)."""
         self._release.set()
@@ -157,6 +193,11 @@ class FakeWechat:
         app.router.add_post("/cgi-bin/stable_token", self._stable_token)
         app.router.add_get("/cgi-bin/getcallbackip", self._ip_list)
         app.router.add_get("/cgi-bin/get_api_domain_ip", self._ip_list)
+        for api in MESSAGE_APIS:
+            app.router.add_post(api, self._business_api)
+        app.router.add_get("/cgi-bin/user/info", self._business_api)
+        app.router.add_post("/wxa/getwxacode", self._business_api)
+        app.router.add_get("/sns/jscode2session", self._jscode2session)
         app.router.add_get("/_sim/stats", self._sim_stats)
         app.router.add_post("/_sim/revoke", self._sim_revoke)
         app.router.add_post("/_sim/faults", self._sim_fault)
@@ -314,6 +355,61 @@ class FakeWechat:
         if errcode:
             return self._error(errcode, _TOKEN_ERRMSG[errcode])
         return web.json_response({"ip_list": ["127.0.0.1"]})
+
+    async def _business_api(self, request: web.Request) -> web.StreamResponse:
+        """Message sends, user info and mini program codes: token checked, call recorded."""
+        api = request.path
+        token = request.query.get("access_token")
+        appid = self.tokens[token].appid if token in self.tokens else ""
+        self.calls[(api, appid)] += 1
+        fault = await self._fault(api, request)
+        if fault is not None:
+            return fault
+        errcode = self.check(token)
+        if errcode:
+            return self._error(errcode, _TOKEN_ERRMSG[errcode])
+        body: Any = None
+        if request.method == "POST":
+            try:
+                body = await request.json()
+            except (ValueError, UnicodeDecodeError):
+                return self._error(47001, "data format error")
+        query = {k: v for k, v in request.query.items() if k != "access_token"}
+        if isinstance(body, dict) and body.get("touser") == REFUSING_OPENID:
+            return self._error(43101, "user refuse to accept the msg")
+        self.received.append(ReceivedCall(appid, api, query, body))
+        if api == "/wxa/getwxacode":
+            return web.Response(body=FAKE_QR_CODE, content_type="image/png")
+        if api == "/cgi-bin/user/info":
+            return web.json_response(
+                {"subscribe": 1, "openid": query.get("openid", ""), "language": "zh_CN"}
+            )
+        answer: dict[str, Any] = {"errcode": 0, "errmsg": "ok"}
+        if api != "/cgi-bin/message/custom/send":
+            answer["msgid"] = len(self.received)
+        return web.json_response(answer)
+
+    async def _jscode2session(self, request: web.Request) -> web.StreamResponse:
+        api = "/sns/jscode2session"
+        query = request.query
+        appid = query.get("appid", "")
+        self.calls[(api, appid)] += 1
+        fault = await self._fault(api, request)
+        if fault is not None:
+            return fault
+        if query.get("grant_type") != "authorization_code":
+            return self._error(40002, "invalid grant_type")
+        if appid not in self.apps:
+            return self._error(40013, "invalid appid")
+        if query.get("secret") != self.apps[appid]:
+            return self._error(40125, "invalid appsecret")
+        entry = self.js_codes.get(query.get("js_code", ""))
+        if entry is None or entry["appid"] != appid:
+            return self._error(40029, "invalid code")
+        if entry["used"]:
+            return self._error(40163, "code been used")
+        entry["used"] = True
+        return web.json_response(entry["answer"])
 
     async def _sim_stats(self, request: web.Request) -> web.StreamResponse:
         stats: dict[str, dict[str, int]] = {}

@@ -1,0 +1,110 @@
+"""Prometheus metrics (``prometheus-client``), one registry per application instance.
+
+Label values are appids, client names, WeChat API paths, triggers, outcomes and errcodes: never a
+token, secret or key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from tokensvc.tokens.manager import RefreshAttempt, TokenManager
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class _TokenCollector(Collector):
+    """Reads the managers at scrape time: expiry and next planned refresh per app."""
+
+    def __init__(self, managers: Callable[[], Mapping[str, TokenManager]]) -> None:
+        self._managers = managers
+
+    def collect(self) -> Iterable[Metric]:
+        expires = GaugeMetricFamily(
+            "tokensvc_token_expires_at_seconds",
+            "When the served access_token expires (UTC epoch seconds; 0 without a token).",
+            labels=["appid"],
+        )
+        valid = GaugeMetricFamily(
+            "tokensvc_token_valid",
+            "1 when the app has a valid access_token to serve.",
+            labels=["appid"],
+        )
+        for appid, manager in sorted(self._managers().items()):
+            expires.add_metric([appid], manager.record.expires_at or 0.0)
+            valid.add_metric([appid], 1.0 if manager.served() is not None else 0.0)
+        yield expires
+        yield valid
+
+
+class Metrics:
+    """The counters and histograms of one tokensvc instance; :meth:`render` for ``/metrics``."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.refresh = Counter(
+            "tokensvc_refresh",
+            "Refresh attempts that reached WeChat.",
+            ["appid", "trigger", "outcome"],
+            registry=r,
+        )
+        self.upstream = Counter(
+            "tokensvc_upstream_requests",
+            "Requests to WeChat by API and errcode.",
+            ["api", "errcode"],
+            registry=r,
+        )
+        self.upstream_duration = Histogram(
+            "tokensvc_upstream_request_duration_seconds",
+            "Latency of requests to WeChat.",
+            ["api"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.token_requests = Counter(
+            "tokensvc_token_requests",
+            "GET /token answers by app and client.",
+            ["appid", "client"],
+            registry=r,
+        )
+        self.passive = Counter(
+            "tokensvc_passive_refresh",
+            "Passive refresh requests by outcome.",
+            ["appid", "outcome"],
+            registry=r,
+        )
+        self.proxy = Counter(
+            "tokensvc_proxy_requests",
+            "Proxied calls by app, client, API, errcode.",
+            ["appid", "client", "api", "errcode"],
+            registry=r,
+        )
+        self.proxy_duration = Histogram(
+            "tokensvc_proxy_request_duration_seconds",
+            "Latency of proxied calls, retries included.",
+            ["appid", "api"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+
+    def watch_tokens(self, managers: Callable[[], Mapping[str, TokenManager]]) -> None:
+        """Export per-app token gauges, read from the managers at scrape time."""
+        self.registry.register(_TokenCollector(managers))
+
+    def observe_upstream(self, api: str, outcome: str, seconds: float) -> None:
+        """The WeChat client's observer: one request to WeChat."""
+        self.upstream.labels(api, outcome).inc()
+        self.upstream_duration.labels(api).observe(seconds)
+
+    def observe_refresh(self, attempt: RefreshAttempt) -> None:
+        """A TokenManager listener: one refresh attempt."""
+        self.refresh.labels(attempt.appid, attempt.trigger.value, attempt.outcome).inc()
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of everything."""
+        return generate_latest(self.registry)

@@ -1,0 +1,141 @@
+"""Calls to WeChat's business APIs on behalf of clients: the token is added here, never by them.
+
+- The app's current access_token goes in as ``access_token``; on 40001/40014/42001 the token is
+  replaced through the TokenManager's compare-and-refresh (the same single-flight path as the
+  passive refresh endpoint) and the call is retried exactly once.
+- No blind resends: a request that may have reached WeChat (timeout, connection lost mid-way)
+  is never sent again, as the user could get the message twice. Only a connection that was never
+  established is retried, once. (WeChat: "A send whose result is unknown must not be retried".)
+- ``jscode2session`` needs the AppSecret, so it is only ever called from here.
+  https://developers.weixin.qq.com/miniprogram/dev/OpenApiDoc/user-login/code2Session.html
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tokensvc.config import AppConfig
+from tokensvc.errors import RefreshRateLimited, UpstreamUnavailable
+from tokensvc.tokens.manager import TokenManager, Trigger
+from tokensvc.wechat.client import RawAnswer, WechatClient
+from tokensvc.wechat.errcodes import is_token_error
+
+log = logging.getLogger(__name__)
+
+JSCODE2SESSION_API = "/sns/jscode2session"
+MAX_PROXY_ANSWER_BYTES = 10 << 20
+"""Upstream answers (media, QR code images) are read up to this size (bytes)."""
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """WeChat's answer, and whether the call was retried once after a token error."""
+
+    answer: RawAnswer
+    retried: bool
+
+
+class Sender:
+    """Sends business API calls with the app's token; see the module docstring."""
+
+    def __init__(self, client: WechatClient) -> None:
+        self._client = client
+
+    async def send(
+        self,
+        manager: TokenManager,
+        method: str,
+        api: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        json_body: Any = None,
+        data: bytes | None = None,
+        content_type: str | None = None,
+    ) -> SendResult:
+        """Call ``api`` with the app's token, replacing it and retrying once on a token error.
+
+        Raises :class:`TokenUnavailable` (no valid token), :class:`UpstreamTimeout` and
+        :class:`UpstreamUnavailable` (outcome unknown, or WeChat unreachable), refresh errors
+        from :meth:`TokenManager.refresh_stale` (except a rate limit, where WeChat's token error
+        answer is handed back as it came).
+        """
+        token = manager.current().access_token
+        answer = await self._once(method, api, token, params, json_body, data, content_type)
+        errcode = answer.errcode()
+        if errcode is None or not is_token_error(errcode):
+            return SendResult(answer, retried=False)
+        log.info(
+            "app %s: %s answered errcode %s; replacing the token and retrying once",
+            manager.appid,
+            api,
+            errcode,
+        )
+        try:
+            outcome = await manager.refresh_stale(token, trigger=Trigger.PROXY, verify=False)
+        except RefreshRateLimited:
+            return SendResult(answer, retried=False)
+        answer = await self._once(
+            method, api, outcome.token.access_token, params, json_body, data, content_type
+        )
+        return SendResult(answer, retried=True)
+
+    async def jscode2session(self, app: AppConfig, js_code: str) -> RawAnswer:
+        """Exchange a mini program login ``js_code`` for ``openid``/``session_key``/``unionid``.
+
+        WeChat's answer is returned as it came (errcodes 40029/40163/40226/45011 included). A
+        js_code works once, so a call that may have reached WeChat is never resent. Raises as
+        :meth:`send`.
+        """
+        params = {
+            "appid": app.appid,
+            "secret": app.secret.reveal(),
+            "js_code": js_code,
+            "grant_type": "authorization_code",
+        }
+        return await self._exchange_resending_unsent(
+            "GET", JSCODE2SESSION_API, params, None, None, None
+        )
+
+    async def _once(
+        self,
+        method: str,
+        api: str,
+        token: str,
+        params: Mapping[str, str] | None,
+        json_body: Any,
+        data: bytes | None,
+        content_type: str | None,
+    ) -> RawAnswer:
+        with_token = {**(params or {}), "access_token": token}
+        return await self._exchange_resending_unsent(
+            method, api, with_token, json_body, data, content_type
+        )
+
+    async def _exchange_resending_unsent(
+        self,
+        method: str,
+        api: str,
+        params: Mapping[str, str],
+        json_body: Any,
+        data: bytes | None,
+        content_type: str | None,
+    ) -> RawAnswer:
+        for attempt in (1, 2):
+            try:
+                return await self._client.exchange(
+                    method,
+                    api,
+                    params=params,
+                    json_body=json_body,
+                    data=data,
+                    content_type=content_type,
+                    max_answer_bytes=MAX_PROXY_ANSWER_BYTES,
+                )
+            except UpstreamUnavailable as exc:
+                if exc.request_sent or attempt == 2:
+                    raise
+                log.info("%s: connection failed before sending; trying once more", api)
+        raise AssertionError("unreachable")
