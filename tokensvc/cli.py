@@ -149,7 +149,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from tokensvc.demo import run_demo
 
     setup_logging("INFO")
-    asyncio.run(run_demo(port=args.port, ttl=args.ttl, wait=_wait_for_signal))
+    asyncio.run(
+        run_demo(
+            port=args.port, ttl=args.ttl, wait=_wait_for_signal, wrong_secret=args.wrong_secret
+        )
+    )
     return 0
 
 
@@ -169,6 +173,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080, help="tokensvc port (default 8080)")
     p.add_argument(
         "--ttl", type=float, default=120.0, help="simulated token lifetime, seconds (default 120)"
+    )
+    p.add_argument(
+        "--wrong-secret",
+        action="store_true",
+        help="give the demo mini program a wrong AppSecret, to see how that looks",
     )
     p.set_defaults(func=cmd_demo)
 

@@ -105,6 +105,8 @@ class RefreshConfig:
       again only this rarely.
     - ``passive_min_interval``: a caller may force a verified refresh of an app at most this often.
     - ``sync_interval``: how often the database is polled for tokens refreshed by other replicas.
+    - ``revoke_gap``: seconds between the two force refreshes of "revoke a leaked token"
+      (WeChat ignores force calls less than 30 s apart).
     """
 
     classic_margin: float = 600.0
@@ -113,6 +115,7 @@ class RefreshConfig:
     config_error_retry: float = 600.0
     passive_min_interval: float = 10.0
     sync_interval: float = 1.0
+    revoke_gap: float = 31.0
 
 
 DEFAULT_PROXY_ALLOW = (
@@ -170,6 +173,20 @@ class AdminConfig:
 
 
 @dataclass(frozen=True)
+class EventsConfig:
+    """``[events]``: refresh events older than ``retention_days`` are pruned."""
+
+    retention_days: float = 30.0
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """``[metrics]``: ``public = true`` opens ``/metrics`` without the admin key."""
+
+    public: bool = False
+
+
+@dataclass(frozen=True)
 class LoggingConfig:
     """``[logging]``: level name and format (``text`` or ``json``)."""
 
@@ -211,6 +228,8 @@ class Settings:
     refresh: RefreshConfig = RefreshConfig()
     admin: AdminConfig = AdminConfig()
     proxy: ProxyConfig = ProxyConfig()
+    events: EventsConfig = EventsConfig()
+    metrics: MetricsConfig = MetricsConfig()
     logging: LoggingConfig = LoggingConfig()
     apps: tuple[AppConfig, ...] = ()
     clients: tuple[ClientConfig, ...] = ()
@@ -228,6 +247,8 @@ _SECTIONS = {
     "refresh",
     "admin",
     "proxy",
+    "events",
+    "metrics",
     "logging",
     "apps",
     "clients",
@@ -356,6 +377,7 @@ def parse_settings(
         config_error_retry=r.number("config_error_retry", defaults.config_error_retry, minimum=1.0),
         passive_min_interval=r.number("passive_min_interval", defaults.passive_min_interval),
         sync_interval=r.number("sync_interval", defaults.sync_interval, minimum=0.05),
+        revoke_gap=r.number("revoke_gap", defaults.revoke_gap, minimum=0.1),
     )
 
     a = _Reader(raw.get("admin", {}), "admin", {"key_sha256"})
@@ -371,6 +393,11 @@ def parse_settings(
                 "proxy.allow", f'"{prefix}" is not a path prefix like "cgi-bin/user/"'
             )
     proxy = ProxyConfig(allow=tuple(allow))
+
+    ev = _Reader(raw.get("events", {}), "events", {"retention_days"})
+    events = EventsConfig(retention_days=ev.number("retention_days", 30.0, minimum=0.01))
+    mt = _Reader(raw.get("metrics", {}), "metrics", {"public"})
+    metrics = MetricsConfig(public=mt.bool_("public", False))
 
     lg = _Reader(raw.get("logging", {}), "logging", {"level", "format"})
     level = lg.str_("level", "INFO").upper()
@@ -389,6 +416,8 @@ def parse_settings(
         refresh=refresh,
         admin=admin,
         proxy=proxy,
+        events=events,
+        metrics=metrics,
         logging=logging_cfg,
         apps=apps,
         clients=clients,

@@ -68,13 +68,21 @@ def demo_settings(
     return parse_settings(raw, env=env)
 
 
-async def run_demo(*, port: int, ttl: float, wait: Callable[[], Awaitable[None]]) -> None:
-    """Start the simulator and tokensvc, print how to use them, run until ``wait()`` returns."""
+async def run_demo(
+    *, port: int, ttl: float, wait: Callable[[], Awaitable[None]], wrong_secret: bool = False
+) -> None:
+    """Start the simulator and tokensvc, print how to use them, run until ``wait()`` returns.
+
+    ``wrong_secret``: configure the mini program with an AppSecret the simulator rejects, to see
+    what operators see then (state misconfigured, errcode 40125).
+    """
     rotation_window = max(2.0, ttl / 4)
     fake = FakeWechat(ttl=ttl, rotation_window=rotation_window)
     app_secrets = {OFFICIAL_APPID: secrets.token_hex(16), MINIPROGRAM_APPID: secrets.token_hex(16)}
     for appid, secret in app_secrets.items():
         fake.add_app(appid, secret)
+    if wrong_secret:
+        app_secrets[MINIPROGRAM_APPID] = "wrong-" + secrets.token_hex(8)
     client_key = "demo-" + secrets.token_urlsafe(24)
     admin_key = "admin-" + secrets.token_urlsafe(24)
     with tempfile.TemporaryDirectory(prefix="tokensvc-demo-") as tmp:
@@ -96,6 +104,11 @@ async def run_demo(*, port: int, ttl: float, wait: Callable[[], Awaitable[None]]
                 print(
                     _banner(base, fake_url, ttl, rotation_window, client_key, admin_key), flush=True
                 )
+                if wrong_secret:
+                    print(
+                        f"  --wrong-secret: {MINIPROGRAM_APPID} has an AppSecret WeChat rejects",
+                        flush=True,
+                    )
                 await wait()
             finally:
                 await runner.cleanup()
@@ -113,6 +126,9 @@ tokensvc demo is running (Ctrl-C stops it)
                      {MINIPROGRAM_APPID} (mini program, stable token API)
   demo client key:   {client_key}
   admin key:         {admin_key}
+
+Status page (any user name, the admin key as password):
+  {base}/status
 
 Get a token:
   curl -s -H 'Authorization: Bearer {client_key}' {base}/v1/apps/{OFFICIAL_APPID}/token

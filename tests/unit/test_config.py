@@ -141,3 +141,25 @@ def _to_toml(raw: dict[str, Any]) -> str:
             lines.append(f"[{section}]")
             lines += [f"{k} = {value(v)}" for k, v in table.items()]
     return "\n".join(lines) + "\n"
+
+
+def test_events_metrics_and_proxy_sections() -> None:
+    settings = parse(
+        merge(
+            good(),
+            {
+                "events": {"retention_days": 7},
+                "metrics": {"public": True},
+                "proxy": {"allow": ["cgi-bin/user/"]},
+            },
+        )
+    )
+    assert settings.events.retention_days == 7 and settings.metrics.public
+    assert settings.proxy.allows("cgi-bin/user/info") and not settings.proxy.allows(
+        "cgi-bin/menu/get"
+    )
+    # token endpoints are never forwarded, even when an allow entry would cover them
+    assert not parse(merge(good(), {"proxy": {"allow": ["cgi-bin/"]}})).proxy.allows(
+        "cgi-bin/token"
+    )
+    assert "proxy.allow" in error_of(merge(good(), {"proxy": {"allow": ["/cgi-bin/../x"]}}))

@@ -32,3 +32,25 @@ class AppToken(Base):
     last_rid: Mapped[str | None] = mapped_column(String(128))
     last_error_at: Mapped[float | None] = mapped_column(Double)
     blocked_until: Mapped[float | None] = mapped_column(Double)
+
+
+class RefreshEvent(Base):
+    """One refresh attempt that reached WeChat (or tried to): for the status page and API.
+
+    ``trigger``: startup, scheduled, passive, proxy, operator; ``outcome``: success, unchanged,
+    error; ``latency`` seconds; ``fingerprint``: first 8 hex of the new token's SHA-256.
+    Pruned after ``[events] retention_days``.
+    """
+
+    __tablename__ = "refresh_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    appid: Mapped[str] = mapped_column(String(64), index=True)
+    at: Mapped[float] = mapped_column(Double, index=True)
+    trigger: Mapped[str] = mapped_column(String(16))
+    outcome: Mapped[str] = mapped_column(String(16))
+    errcode: Mapped[int | None] = mapped_column(Integer)
+    errmsg: Mapped[str | None] = mapped_column(String(512))
+    rid: Mapped[str | None] = mapped_column(String(128))
+    fingerprint: Mapped[str | None] = mapped_column(String(16))
+    latency: Mapped[float] = mapped_column(Double)

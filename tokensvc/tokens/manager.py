@@ -13,6 +13,7 @@ and https://developers.weixin.qq.com/doc/offiaccount/Basic_Information/getStable
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import random
@@ -139,6 +140,8 @@ class TokenManager:
         self._failures = 0
         self._not_before = 0.0
         self._started = False
+        self._revoke_task: asyncio.Task[None] | None = None
+        self.revoke_second_at: float | None = None
         self.listeners: list[AttemptListener] = []
 
     # ---- reading ---------------------------------------------------------------------------
@@ -432,6 +435,41 @@ class TokenManager:
                 )
                 return RefreshOutcome(self.current(), False, "still_valid")
         return await self.refresh(trigger, stale_token=stale_token)
+
+    async def revoke_leaked(self, gap: float) -> RefreshOutcome:
+        """WeChat's response to a leaked stable token: two force refreshes ``gap`` seconds apart.
+
+        The first issues a new token (the leaked one stays valid for the rotation window); the
+        second, ``gap`` seconds later in the background, issues another and so kills the leaked
+        one at once. Callers still holding it get 40001 and come back through the passive refresh.
+        Force refreshes are limited to 20 a day and must be 30 s apart (getStableAccessToken doc).
+        Raises :class:`ValueError` for classic apps, and as :meth:`refresh`.
+        """
+        if self.app.token_api != "stable":
+            raise ValueError("revoking by force refresh needs the stable token API")
+        outcome = await self.refresh(Trigger.OPERATOR, force_refresh=True)
+        if self._revoke_task is not None:
+            self._revoke_task.cancel()
+        self.revoke_second_at = self._clock.now() + gap
+        self._revoke_task = asyncio.create_task(self._second_force(gap))
+        return outcome
+
+    async def _second_force(self, gap: float) -> None:
+        await asyncio.sleep(gap)
+        try:
+            await self.refresh(Trigger.OPERATOR, force_refresh=True)
+        except TokensvcError as exc:
+            log.error("app %s: second force refresh of the revocation failed: %s", self.appid, exc)
+        finally:
+            self.revoke_second_at = None
+
+    async def close(self) -> None:
+        """Cancel background work (a pending revocation) and wait for it."""
+        task, self._revoke_task = self._revoke_task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def run_scheduled(self) -> float:
         """The scheduler's job: refresh if due, and return seconds until the next run.

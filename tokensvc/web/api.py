@@ -22,7 +22,7 @@ from tokensvc.errors import (
 from tokensvc.tokens.manager import ServedToken, TokenManager, Trigger
 from tokensvc.web.auth import CLIENT_NAME
 from tokensvc.web.errors import json_error, read_json_object
-from tokensvc.web.keys import AUTH, CLOCK, MANAGERS, METRICS
+from tokensvc.web.keys import AUTH, CLOCK, MANAGERS, METRICS, PASSIVE_TALLY
 from tokensvc.wechat.errcodes import TOKEN_ERRCODES
 
 MAX_REFRESH_BODY = 64 * 1024
@@ -97,11 +97,16 @@ async def refresh_token(request: web.Request) -> web.Response:
                 f"field errcode {errcode} is not a token error (40001, 40014, 42001); "
                 "a refresh will not help",
             )
-    passive = request.app[METRICS].passive
+
+    def note(outcome: str, refreshed: bool = False) -> None:
+        """Count the request for metrics and the status page's passive tally."""
+        request.app[METRICS].passive.labels(manager.appid, outcome).inc()
+        request.app[PASSIVE_TALLY].add(manager.appid, request[CLIENT_NAME], refreshed=refreshed)
+
     try:
         outcome = await manager.refresh_stale(stale, trigger=Trigger.PASSIVE)
     except RefreshRateLimited as exc:
-        passive.labels(manager.appid, "rate_limited").inc()
+        note("rate_limited")
         retry_after = max(1, math.ceil(exc.retry_after))
         raise json_error(
             429,
@@ -110,7 +115,7 @@ async def refresh_token(request: web.Request) -> web.Response:
             headers={"Retry-After": str(retry_after)},
         ) from None
     except RefreshBlocked as exc:
-        passive.labels(manager.appid, "failed").inc()
+        note("failed")
         retry_after = max(1, math.ceil(exc.until - request.app[CLOCK].now()))
         raise json_error(
             503,
@@ -120,10 +125,10 @@ async def refresh_token(request: web.Request) -> web.Response:
             headers={"Retry-After": str(retry_after)},
         ) from None
     except TokenUnavailable as exc:
-        passive.labels(manager.appid, "failed").inc()
+        note("failed")
         raise unavailable(exc) from None
     except (UpstreamError, StoreUnavailable) as exc:
-        passive.labels(manager.appid, "failed").inc()
+        note("failed")
         errcode_out = exc.errcode if isinstance(exc, WechatAPIError) else None
         raise json_error(
             503,
@@ -131,7 +136,7 @@ async def refresh_token(request: web.Request) -> web.Response:
             f"refresh of {manager.appid} failed: {exc}",
             errcode=errcode_out,
         ) from None
-    passive.labels(manager.appid, outcome.reason).inc()
+    note(outcome.reason, outcome.refreshed)
     return web.json_response(
         {**token_body(outcome.token), "refreshed": outcome.refreshed}, headers=_NO_STORE
     )

@@ -17,23 +17,28 @@ from aiohttp import web
 
 from tokensvc.clock import Clock, SystemClock
 from tokensvc.config import Settings
+from tokensvc.errors import StoreUnavailable
 from tokensvc.metrics import Metrics
 from tokensvc.sender import Sender
+from tokensvc.status import PassiveTally
+from tokensvc.store.events import EventLog
 from tokensvc.store.filelock import exclusive_database, sqlite_file
 from tokensvc.store.migrate import upgrade_to_head
 from tokensvc.store.repo import TokenStore, make_engine
 from tokensvc.tokens.manager import TokenManager
 from tokensvc.tokens.scheduler import RefreshScheduler, sync_from_database
-from tokensvc.web import api, health, proxy
+from tokensvc.web import api, health, proxy, status
 from tokensvc.web.auth import Authenticator
 from tokensvc.web.errors import error_middleware
 from tokensvc.web.keys import (
     AUTH,
     CLIENT,
     CLOCK,
+    EVENTS,
     HEALTH,
     MANAGERS,
     METRICS,
+    PASSIVE_TALLY,
     SCHEDULER,
     SENDER,
     SETTINGS,
@@ -54,10 +59,12 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app[AUTH] = Authenticator(settings.clients, settings.admin.key_sha256)
     app[HEALTH] = {"database": True}
     app[METRICS] = Metrics()
-    app.cleanup_ctx.extend([_database, _wechat_client, _managers, _sync, _scheduler])
+    app[PASSIVE_TALLY] = PassiveTally(app[CLOCK])
+    app.cleanup_ctx.extend([_database, _events, _wechat_client, _managers, _sync, _scheduler])
     app.add_routes(api.routes)
     app.add_routes(health.routes)
     app.add_routes(proxy.routes)
+    app.add_routes(status.routes)
     return app
 
 
@@ -77,6 +84,31 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
             yield
         finally:
             await engine.dispose()
+
+
+async def _events(app: web.Application) -> AsyncIterator[None]:
+    """The refresh-event writer, and pruning of events older than ``[events] retention_days``."""
+    events = EventLog(app[STORE])
+    app[EVENTS] = events
+    retention = app[SETTINGS].events.retention_days * 86400
+
+    async def prune_forever() -> None:
+        while True:
+            try:
+                pruned = await events.prune(app[CLOCK].now() - retention)
+                if pruned:
+                    log.info(
+                        "pruned %d refresh events older than %g days", pruned, retention / 86400
+                    )
+            except StoreUnavailable as exc:
+                log.warning("could not prune refresh events: %s", exc)
+            await asyncio.sleep(3600)
+
+    tasks = [asyncio.create_task(events.run()), asyncio.create_task(prune_forever())]
+    yield
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def _wechat_client(app: web.Application) -> AsyncIterator[None]:
@@ -110,10 +142,12 @@ async def _managers(app: web.Application) -> AsyncIterator[None]:
         if appid in records:
             manager.adopt(records[appid])
     for manager in managers.values():
-        manager.listeners.append(app[METRICS].observe_refresh)
+        manager.listeners += [app[METRICS].observe_refresh, app[EVENTS].record]
     app[MANAGERS] = managers
     app[METRICS].watch_tokens(lambda: app[MANAGERS])
     yield
+    for manager in managers.values():
+        await manager.close()
 
 
 async def _sync(app: web.Application) -> AsyncIterator[None]:

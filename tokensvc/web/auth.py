@@ -1,12 +1,22 @@
-"""Client and admin authentication by ``Authorization: Bearer <key>``.
+"""Client and admin authentication.
+
+Clients send ``Authorization: Bearer <key>``. Operators send the admin key as Bearer, or as the
+HTTP Basic password (any user name) so that a browser prompts for it on ``/status``.
 
 Keys are never stored: the config holds their SHA-256, and a presented key is hashed and compared
 against every configured hash with :func:`hmac.compare_digest`, so timing says nothing about
 which hash came close.
+
+Cross-site requests: a browser re-sends Basic credentials on its own, so an admin POST
+authenticated by Basic must also carry ``X-Requested-With: tokensvc`` (a header a foreign page
+cannot set without a CORS preflight, which tokensvc never grants) and, if the browser sends
+``Origin``, it must be this server's own.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 
@@ -15,6 +25,8 @@ from aiohttp import web
 from tokensvc.config import ClientConfig
 from tokensvc.web.errors import json_error
 
+CSRF_HEADER = "X-Requested-With"
+CSRF_VALUE = "tokensvc"
 CLIENT_NAME = web.RequestKey("client_name", str)
 """Set on authenticated requests: the client's configured name, for access logs and counters."""
 
@@ -73,3 +85,44 @@ class Authenticator:
         if not client.may_use(appid):
             raise json_error(403, "forbidden", f"client {client.name} is not granted app {appid}")
         return client
+
+    def require_admin(self, request: web.Request) -> None:
+        """Allow only the operator key (Bearer or Basic password); sets ``request[CLIENT_NAME]``.
+
+        Raises 401 ``unauthorized`` with ``WWW-Authenticate: Basic`` (so browsers prompt),
+        403 ``forbidden`` for a client key or a cross-site POST.
+        """
+        header = request.headers.get("Authorization", "")
+        scheme, _, value = header.partition(" ")
+        key: str | None = None
+        via_basic = scheme.lower() == "basic"
+        if scheme.lower() == "bearer":
+            key = value.strip() or None
+        elif via_basic:
+            try:
+                _, _, key = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                key = None
+        if key is not None and self.is_admin_key(key):
+            request[CLIENT_NAME] = "admin"
+            if via_basic and request.method not in ("GET", "HEAD"):
+                _check_same_site(request)
+            return
+        if key is not None and not via_basic and self.client_for_key(key) is not None:
+            raise json_error(403, "forbidden", "client keys cannot use operator endpoints")
+        raise json_error(
+            401,
+            "unauthorized",
+            "operator endpoints need the admin key (Bearer, or Basic password)",
+            headers={"WWW-Authenticate": 'Basic realm="tokensvc operators", charset="UTF-8"'},
+        )
+
+
+def _check_same_site(request: web.Request) -> None:
+    if request.headers.get(CSRF_HEADER) != CSRF_VALUE:
+        raise json_error(
+            403, "forbidden", f"send the header {CSRF_HEADER}: {CSRF_VALUE} with operator actions"
+        )
+    origin = request.headers.get("Origin")
+    if origin is not None and origin != f"{request.scheme}://{request.host}":
+        raise json_error(403, "forbidden", "cross-site operator action refused")

@@ -10,6 +10,8 @@ from tokensvc.clock import Clock
 from tokensvc.config import Settings
 from tokensvc.metrics import Metrics
 from tokensvc.sender import Sender
+from tokensvc.status import PassiveTally
+from tokensvc.store.events import EventLog
 from tokensvc.store.repo import TokenStore
 from tokensvc.tokens.manager import TokenManager
 from tokensvc.tokens.scheduler import RefreshScheduler
@@ -26,3 +28,5 @@ SCHEDULER = web.AppKey("scheduler", RefreshScheduler)
 HEALTH = web.AppKey("health", dict[str, bool])
 METRICS = web.AppKey("metrics", Metrics)
 SENDER = web.AppKey("sender", Sender)
+EVENTS = web.AppKey("events", EventLog)
+PASSIVE_TALLY = web.AppKey("passive_tally", PassiveTally)
