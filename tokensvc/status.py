@@ -107,7 +107,17 @@ async def build_status(
             }
         )
     recent = [
-        {**event.as_json(), "at": rfc3339(event.at), "latency_ms": round(event.latency * 1000, 1)}
+        {
+            "at": rfc3339(event.at),
+            "appid": event.appid,
+            "trigger": event.trigger.value,
+            "outcome": event.outcome,
+            "errcode": event.errcode,
+            "errmsg": event.errmsg,
+            "rid": event.rid,
+            "fingerprint": event.fingerprint,
+            "latency_ms": round(event.latency * 1000, 1),
+        }
         for event in await events.latest(50)
     ]
     return {"now": rfc3339(now), "apps": apps, "events": recent}

@@ -9,39 +9,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 from sqlalchemy import Table, delete, func, insert, select
 
 from tokensvc.errors import StoreUnavailable
 from tokensvc.store.repo import TokenStore
 from tokensvc.store.tables import RefreshEvent
-from tokensvc.tokens.manager import RefreshAttempt
+from tokensvc.tokens.manager import RefreshAttempt, Trigger
 
 log = logging.getLogger(__name__)
 
 _E = cast(Table, RefreshEvent.__table__)
 MAX_QUEUE = 10_000
-
-
-@dataclass(frozen=True)
-class EventRow:
-    """A stored refresh event (``at`` UTC epoch seconds, ``latency`` seconds)."""
-
-    appid: str
-    at: float
-    trigger: str
-    outcome: str
-    errcode: int | None
-    errmsg: str | None
-    rid: str | None
-    fingerprint: str | None
-    latency: float
-
-    def as_json(self) -> dict[str, Any]:
-        """The event as a JSON object (``at`` still epoch seconds; callers format it)."""
-        return dict(self.__dict__)
 
 
 class EventLog:
@@ -114,23 +94,23 @@ class EventLog:
         except StoreUnavailable as exc:
             log.warning("could not store %d refresh events: %s", len(rows), exc)
 
-    async def latest(self, limit: int = 50) -> list[EventRow]:
+    async def latest(self, limit: int = 50) -> list[RefreshAttempt]:
         """The newest events, newest first."""
         async with self._store.begin() as conn:
             result = await conn.execute(
                 select(_E).order_by(_E.c.at.desc(), _E.c.id.desc()).limit(limit)
             )
             return [
-                EventRow(
+                RefreshAttempt(
                     r.appid,
-                    r.at,
-                    r.trigger,
+                    Trigger(r.trigger),
                     r.outcome,
                     r.errcode,
                     r.errmsg,
                     r.rid,
                     r.fingerprint,
                     r.latency,
+                    r.at,
                 )
                 for r in result
             ]

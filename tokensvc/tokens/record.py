@@ -32,10 +32,6 @@ class ErrorInfo:
         """Classification of ``errcode`` as a token-endpoint answer (None for network errors)."""
         return None if self.errcode is None else classify(self.errcode, token_endpoint=True)
 
-    def as_json(self) -> dict[str, object]:
-        """``{"errcode", "errmsg", "rid", "at"}`` with ``at`` as UTC epoch seconds."""
-        return {"errcode": self.errcode, "errmsg": self.errmsg, "rid": self.rid, "at": self.at}
-
 
 @dataclass(frozen=True)
 class TokenRecord:

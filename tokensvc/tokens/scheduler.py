@@ -46,13 +46,6 @@ class RefreshScheduler:
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)
 
-    def next_run_at(self, appid: str) -> float | None:
-        """When the app's job runs next (UTC epoch seconds), or None."""
-        job = self._scheduler.get_job(appid)
-        if job is None or job.next_run_time is None:
-            return None
-        return float(job.next_run_time.timestamp())
-
     def _arm(self, appid: str, delay: float) -> None:
         run_at = datetime.fromtimestamp(self._clock.now() + delay, UTC)
         self._scheduler.add_job(
@@ -84,27 +77,25 @@ class RefreshScheduler:
 
 
 async def sync_from_database(
-    store: TokenStore,
-    managers: Mapping[str, TokenManager],
-    interval: float,
-    health: dict[str, bool],
+    store: TokenStore, managers: Mapping[str, TokenManager], interval: float
 ) -> None:
     """Poll the database every ``interval`` seconds and adopt tokens other replicas wrote.
 
-    ``health["database"]`` tracks whether the last poll succeeded (for ``/readyz``). Runs until
-    cancelled.
+    While the database is unreachable the managers keep serving what they hold (``/readyz``
+    reports it); the first poll that succeeds catches up. Runs until cancelled.
     """
+    reachable = True
     while True:
         try:
             records = await store.load_all()
         except StoreUnavailable as exc:
-            if health.get("database", True):
+            if reachable:
                 log.warning("database unavailable, serving tokens from memory: %s", exc)
-            health["database"] = False
+            reachable = False
         else:
-            if not health.get("database", True):
+            if not reachable:
                 log.info("database available again")
-            health["database"] = True
+            reachable = True
             for appid, record in records.items():
                 manager = managers.get(appid)
                 if manager is not None and manager.adopt(record):

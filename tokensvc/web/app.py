@@ -35,11 +35,9 @@ from tokensvc.web.keys import (
     CLIENT,
     CLOCK,
     EVENTS,
-    HEALTH,
     MANAGERS,
     METRICS,
     PASSIVE_TALLY,
-    SCHEDULER,
     SENDER,
     SETTINGS,
     STORE,
@@ -57,7 +55,6 @@ def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Applica
     app[SETTINGS] = settings
     app[CLOCK] = clock or SystemClock()
     app[AUTH] = Authenticator(settings.clients, settings.admin.key_sha256)
-    app[HEALTH] = {"database": True}
     app[METRICS] = Metrics()
     app[PASSIVE_TALLY] = PassiveTally(app[CLOCK])
     app.cleanup_ctx.extend([_database, _events, _wechat_client, _managers, _sync, _scheduler])
@@ -156,7 +153,7 @@ async def _sync(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     task = asyncio.create_task(
-        sync_from_database(app[STORE], app[MANAGERS], settings.refresh.sync_interval, app[HEALTH])
+        sync_from_database(app[STORE], app[MANAGERS], settings.refresh.sync_interval)
     )
     yield
     task.cancel()
@@ -167,6 +164,5 @@ async def _sync(app: web.Application) -> AsyncIterator[None]:
 async def _scheduler(app: web.Application) -> AsyncIterator[None]:
     scheduler = RefreshScheduler(app[MANAGERS], app[CLOCK])
     scheduler.start()
-    app[SCHEDULER] = scheduler
     yield
     await scheduler.shutdown()

@@ -7,7 +7,7 @@ import asyncio
 from aiohttp import web
 
 from tokensvc.errors import StoreUnavailable
-from tokensvc.web.keys import HEALTH, MANAGERS, STORE
+from tokensvc.web.keys import MANAGERS, STORE
 
 READY_DB_TIMEOUT = 2.0
 """Seconds ``/readyz`` waits for the database before calling it unavailable."""
@@ -34,7 +34,6 @@ async def readyz(request: web.Request) -> web.Response:
         await asyncio.wait_for(request.app[STORE].ping(), READY_DB_TIMEOUT)
     except (StoreUnavailable, TimeoutError):
         database_ok = False
-    request.app[HEALTH]["database"] = database_ok
     missing = sorted(
         appid for appid, manager in request.app[MANAGERS].items() if manager.served() is None
     )

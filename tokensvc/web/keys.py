@@ -14,7 +14,6 @@ from tokensvc.status import PassiveTally
 from tokensvc.store.events import EventLog
 from tokensvc.store.repo import TokenStore
 from tokensvc.tokens.manager import TokenManager
-from tokensvc.tokens.scheduler import RefreshScheduler
 from tokensvc.web.auth import Authenticator
 from tokensvc.wechat.client import WechatClient
 
@@ -24,8 +23,6 @@ AUTH = web.AppKey("auth", Authenticator)
 STORE = web.AppKey("store", TokenStore)
 CLIENT = web.AppKey("wechat_client", WechatClient)
 MANAGERS = web.AppKey("managers", Mapping[str, TokenManager])
-SCHEDULER = web.AppKey("scheduler", RefreshScheduler)
-HEALTH = web.AppKey("health", dict[str, bool])
 METRICS = web.AppKey("metrics", Metrics)
 SENDER = web.AppKey("sender", Sender)
 EVENTS = web.AppKey("events", EventLog)

@@ -242,7 +242,7 @@ class FakeWechat:
         return self._error(-1, "system error")
 
     def _day(self) -> int:
-        return int((self.clock.now() + _BEIJING_OFFSET) // 86400)
+        return self._day_of(self.clock.now())
 
     def _over_quota(self, api: str, appid: str) -> bool:
         key = (api, appid, self._day())
@@ -274,26 +274,39 @@ class FakeWechat:
             elif kill_older:
                 token.valid_until = min(token.valid_until, now)
 
-    async def _classic_token(self, request: web.Request) -> web.StreamResponse:
-        api = "/cgi-bin/token"
-        query = request.query
-        appid = query.get("appid", "")
+    async def _enter(self, api: str, appid: str, request: web.Request) -> web.StreamResponse | None:
+        """Count the call; the answer of an injected fault, if one is due."""
         self.calls[(api, appid)] += 1
-        fault = await self._fault(api, request)
-        if fault is not None:
-            return fault
-        if query.get("grant_type") != "client_credential":
+        return await self._fault(api, request)
+
+    def _credential_error(
+        self, api: str, params: Any, *, grant_type: str, wrong_secret: tuple[int, str]
+    ) -> web.Response | None:
+        """The error answer for bad grant_type, appid or AppSecret, or over quota; else None."""
+        appid = str(params.get("appid", ""))
+        if params.get("grant_type") != grant_type:
             return self._error(40002, "invalid grant_type")
         if not appid:
             return self._error(41002, "appid missing")
-        if "secret" not in query:
+        if "secret" not in params:
             return self._error(41004, "appsecret missing")
         if appid not in self.apps:
             return self._error(40013, "invalid appid")
-        if query["secret"] != self.apps[appid]:
-            return self._error(40001, "invalid credential, access_token is invalid or not latest")
+        if params["secret"] != self.apps[appid]:
+            return self._error(*wrong_secret)
         if self._over_quota(api, appid):
             return self._error(45009, "reach max api daily quota limit")
+        return None
+
+    async def _classic_token(self, request: web.Request) -> web.StreamResponse:
+        api = "/cgi-bin/token"
+        appid = request.query.get("appid", "")
+        wrong = (40001, "invalid credential, access_token is invalid or not latest")
+        refused = await self._enter(api, appid, request) or self._credential_error(
+            api, request.query, grant_type="client_credential", wrong_secret=wrong
+        )
+        if refused is not None:
+            return refused
         self._supersede(appid, "classic")
         return self._grant(self._issue(appid, "classic"))
 
@@ -307,22 +320,11 @@ class FakeWechat:
             self.calls[(api, "")] += 1
             return self._error(47001, "data format error")
         appid = str(body.get("appid", ""))
-        self.calls[(api, appid)] += 1
-        fault = await self._fault(api, request)
-        if fault is not None:
-            return fault
-        if body.get("grant_type") != "client_credential":
-            return self._error(40002, "invalid grant_type")
-        if not appid:
-            return self._error(41002, "appid missing")
-        if "secret" not in body:
-            return self._error(41004, "appsecret missing")
-        if appid not in self.apps:
-            return self._error(40013, "invalid appid")
-        if body["secret"] != self.apps[appid]:
-            return self._error(40125, "invalid appsecret")
-        if self._over_quota(api, appid):
-            return self._error(45009, "reach max api daily quota limit")
+        refused = await self._enter(api, appid, request) or self._credential_error(
+            api, body, grant_type="client_credential", wrong_secret=(40125, "invalid appsecret")
+        )
+        if refused is not None:
+            return refused
         now = self.clock.now()
         current = self.current.get((appid, "stable"))
         if body.get("force_refresh") is True:
@@ -347,8 +349,7 @@ class FakeWechat:
         api = request.path
         token = request.query.get("access_token")
         appid = self.tokens[token].appid if token in self.tokens else ""
-        self.calls[(api, appid)] += 1
-        fault = await self._fault(api, request)
+        fault = await self._enter(api, appid, request)
         if fault is not None:
             return fault
         errcode = self.check(token)
@@ -361,8 +362,7 @@ class FakeWechat:
         api = request.path
         token = request.query.get("access_token")
         appid = self.tokens[token].appid if token in self.tokens else ""
-        self.calls[(api, appid)] += 1
-        fault = await self._fault(api, request)
+        fault = await self._enter(api, appid, request)
         if fault is not None:
             return fault
         errcode = self.check(token)
@@ -393,16 +393,11 @@ class FakeWechat:
         api = "/sns/jscode2session"
         query = request.query
         appid = query.get("appid", "")
-        self.calls[(api, appid)] += 1
-        fault = await self._fault(api, request)
-        if fault is not None:
-            return fault
-        if query.get("grant_type") != "authorization_code":
-            return self._error(40002, "invalid grant_type")
-        if appid not in self.apps:
-            return self._error(40013, "invalid appid")
-        if query.get("secret") != self.apps[appid]:
-            return self._error(40125, "invalid appsecret")
+        refused = await self._enter(api, appid, request) or self._credential_error(
+            api, query, grant_type="authorization_code", wrong_secret=(40125, "invalid appsecret")
+        )
+        if refused is not None:
+            return refused
         entry = self.js_codes.get(query.get("js_code", ""))
         if entry is None or entry["appid"] != appid:
             return self._error(40029, "invalid code")
