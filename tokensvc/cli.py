@@ -217,5 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TokensvcError as exc:
         print(f"tokensvc: {exc}", file=sys.stderr)
         return 1
+    except OSError as exc:  # e.g. the port is taken
+        print(f"tokensvc: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130

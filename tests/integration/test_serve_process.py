@@ -149,3 +149,27 @@ def test_migrate_creates_the_schema(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "m.db") as db:
         tables = {row[0] for row in db.execute("select name from sqlite_master where type='table'")}
     assert {"app_tokens", "alembic_version"} <= tables
+
+
+def test_unreachable_database_at_start_is_one_clear_line(tmp_path: Path) -> None:
+    config = write_config(
+        tmp_path / "config.toml",
+        api_base="http://127.0.0.1:1",
+        port=free_port(),
+        database_url="postgresql+asyncpg://tokensvc:db-password-123@127.0.0.1:1/x",
+    )
+    done = subprocess.run(
+        command("serve", "--config", str(config)),
+        env={**os.environ, **SECRET_ENV},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert (
+        "tokensvc: cannot start: database postgresql+asyncpg://tokensvc:***@127.0.0.1:1/x"
+        in done.stderr
+    )
+    assert "db-password-123" not in done.stderr + done.stdout
+    assert "Traceback" not in done.stderr

@@ -62,7 +62,7 @@ class TokenRecord:
     def has_current_error(self) -> bool:
         """True when the last refresh attempt failed (its error is newer than the token)."""
         return self.last_error is not None and (
-            self.fetched_at is None or self.last_error.at >= self.fetched_at
+            self.fetched_at is None or self.last_error.at > self.fetched_at
         )
 
     def with_grant(
@@ -101,5 +101,11 @@ class TokenRecord:
         )
 
     def with_error(self, error: ErrorInfo, blocked_until: float | None) -> TokenRecord:
-        """The record after a failed refresh (the token itself is unchanged)."""
+        """The record after a failed refresh (the token itself is unchanged).
+
+        The error is stamped strictly after ``fetched_at`` (by a microsecond at most, for clocks
+        that did not move), so :meth:`has_current_error` depends on order, not on clock ticks.
+        """
+        if self.fetched_at is not None and error.at <= self.fetched_at:
+            error = dataclasses.replace(error, at=self.fetched_at + 1e-6)
         return dataclasses.replace(self, last_error=error, blocked_until=blocked_until)

@@ -66,7 +66,9 @@ class RefreshScheduler:
         try:
             delay = await self._managers[appid].run_scheduled()
         except asyncio.CancelledError:
-            raise
+            # Only :meth:`shutdown` cancels these tasks: end quietly rather than have
+            # APScheduler log the cancellation as a failed job.
+            return
         except Exception:
             log.exception("app %s: scheduled refresh failed unexpectedly", appid)
             delay = 5.0

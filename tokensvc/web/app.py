@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from tokensvc.clock import Clock, SystemClock
 from tokensvc.config import Settings
@@ -73,10 +75,18 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
             stack.enter_context(exclusive_database(database_file))
         engine = make_engine(settings.database.url)
         try:
-            if settings.database.auto_migrate:
-                await upgrade_to_head(engine)
             store = TokenStore(engine)
-            await store.ensure_apps(a.appid for a in settings.apps)
+            try:
+                if settings.database.auto_migrate:
+                    await upgrade_to_head(engine)
+                await store.ensure_apps(a.appid for a in settings.apps)
+            except (SQLAlchemyError, OSError) as exc:
+                where = make_url(settings.database.url).render_as_string(hide_password=True)
+                raise StoreUnavailable(
+                    f"cannot start: database {where} failed: {type(exc).__name__}: {exc}".splitlines()[
+                        0
+                    ][:300]
+                ) from None
             app[STORE] = store
             yield
         finally:
