@@ -82,10 +82,9 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
                 await store.ensure_apps(a.appid for a in settings.apps)
             except (SQLAlchemyError, OSError) as exc:
                 where = make_url(settings.database.url).render_as_string(hide_password=True)
+                first_line = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
                 raise StoreUnavailable(
-                    f"cannot start: database {where} failed: {type(exc).__name__}: {exc}".splitlines()[
-                        0
-                    ][:300]
+                    f"cannot start: database {where} failed: {first_line}"
                 ) from None
             app[STORE] = store
             yield
