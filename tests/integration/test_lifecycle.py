@@ -37,6 +37,11 @@ async def test_steady_refresh_serves_only_valid_tokens_over_three_lifetimes(
             served[appid].add(body["access_token"])
             assert body["expires_in"] >= 0
         await asyncio.sleep(0.05)
+    calls = {appid: fake.token_calls(appid) for appid in served}
+    print(
+        f"\nsteady refresh: {requests} tokens served over 3 lifetimes of {fake.ttl:g}s, "
+        f"{invalid} invalid; upstream token calls per app {calls} (start-up + one per lifetime)"
+    )
     assert invalid == 0
     assert requests > 200
     for appid in served:
@@ -62,6 +67,7 @@ async def test_restart_serves_the_stored_token_without_an_upstream_call(
         response = await second.get(f"/v1/apps/{appid}/token", headers=AUTH)
         assert (await response.json())["access_token"] == token
     await asyncio.sleep(0.5)  # the scheduler's start-up run finds nothing due
+    print(f"\nrestart: stored tokens served, {fake.token_calls() - calls} upstream calls")
     assert fake.token_calls() == calls
 
 

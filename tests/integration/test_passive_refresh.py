@@ -44,6 +44,10 @@ async def test_storm_of_300_on_a_revoked_token_costs_one_upstream_call(
             return body
 
         answers = await asyncio.gather(*(report() for _ in range(300)))
+        print(
+            f"\nstorm on {appid}: 300 reports -> {fake.token_calls(appid) - calls_before} "
+            f"token call, {fake.count('/cgi-bin/getcallbackip') - probes_before} probe"
+        )
         assert fake.token_calls(appid) == calls_before + 1
         assert fake.count("/cgi-bin/getcallbackip") == probes_before + 1
         tokens = {a["access_token"] for a in answers}
