@@ -19,7 +19,8 @@ from typing import Any
 
 from tokensvc.config import AppConfig
 from tokensvc.errors import RefreshRateLimited, UpstreamUnavailable
-from tokensvc.tokens.manager import TokenManager, Trigger
+from tokensvc.tokens.manager import TokenManager
+from tokensvc.tokens.values import Trigger
 from tokensvc.wechat.client import RawAnswer, WechatClient
 from tokensvc.wechat.errcodes import is_token_error
 

@@ -20,7 +20,8 @@ from tokensvc.config import Settings, parse_settings
 from tokensvc.errors import TokenUnavailable
 from tokensvc.store.migrate import upgrade_to_head
 from tokensvc.store.repo import TokenStore, make_engine
-from tokensvc.tokens.manager import TokenManager, TokenState
+from tokensvc.tokens.manager import TokenManager
+from tokensvc.tokens.values import TokenState
 from tokensvc.wechat.client import WechatClient
 from tokensvc.wechat.fake import FakeWechat, serve_fake
 

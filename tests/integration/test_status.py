@@ -222,7 +222,7 @@ async def test_events_older_than_the_retention_are_pruned(tmp_path: Any) -> None
     from tokensvc.store.events import EventLog
     from tokensvc.store.migrate import upgrade_to_head
     from tokensvc.store.repo import TokenStore, make_engine
-    from tokensvc.tokens.manager import RefreshAttempt, Trigger
+    from tokensvc.tokens.values import RefreshAttempt, Trigger
 
     engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'e.db'}")
     try:

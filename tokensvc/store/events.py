@@ -16,7 +16,7 @@ from sqlalchemy import Table, delete, func, insert, select
 from tokensvc.errors import StoreUnavailable
 from tokensvc.store.repo import TokenStore
 from tokensvc.store.tables import RefreshEvent
-from tokensvc.tokens.manager import RefreshAttempt, Trigger
+from tokensvc.tokens.values import RefreshAttempt, Trigger
 
 log = logging.getLogger(__name__)
 

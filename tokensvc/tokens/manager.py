@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from tokensvc.clock import Clock
 from tokensvc.config import AppConfig, RefreshConfig, WechatConfig, fingerprint
@@ -35,6 +33,14 @@ from tokensvc.errors import (
 from tokensvc.store.repo import TokenStore
 from tokensvc.tokens import schedule
 from tokensvc.tokens.record import ErrorInfo, TokenRecord
+from tokensvc.tokens.values import (
+    AttemptListener,
+    RefreshAttempt,
+    RefreshOutcome,
+    ServedToken,
+    TokenState,
+    Trigger,
+)
 from tokensvc.wechat.client import WechatClient
 from tokensvc.wechat.errcodes import ErrorKind
 
@@ -42,74 +48,6 @@ log = logging.getLogger(__name__)
 
 MIN_SERVE_SECONDS = 1.0
 """A token with less than this left is not handed out (it could die on the way)."""
-
-
-class Trigger(enum.StrEnum):
-    """What asked for a refresh."""
-
-    STARTUP = "startup"
-    SCHEDULED = "scheduled"
-    PASSIVE = "passive"
-    PROXY = "proxy"
-    OPERATOR = "operator"
-
-
-class TokenState(enum.StrEnum):
-    """An app's health, as operators see it."""
-
-    FRESH = "fresh"
-    REFRESHING = "refreshing"
-    RETRYING = "retrying"
-    EXPIRED = "expired"
-    MISCONFIGURED = "misconfigured"
-
-
-@dataclass(frozen=True)
-class ServedToken:
-    """What ``GET /v1/apps/{appid}/token`` answers: ``expires_in`` whole seconds the caller may
-    keep the token, ``expires_at`` its real expiry (UTC epoch seconds)."""
-
-    appid: str
-    access_token: str
-    expires_in: int
-    expires_at: float
-    version: int
-
-
-@dataclass(frozen=True)
-class RefreshOutcome:
-    """The token after a refresh request, and whether WeChat issued a new one for it.
-
-    ``reason``: ``"refreshed"``, ``"already_replaced"`` (the reported token was no longer the
-    current one, or another replica refreshed), ``"still_valid"`` (WeChat's probe accepted the
-    reported token) or ``"unchanged"`` (stable normal mode returned the same token).
-    """
-
-    token: ServedToken
-    refreshed: bool
-    reason: str = "refreshed"
-
-
-@dataclass(frozen=True)
-class RefreshAttempt:
-    """One refresh attempt that reached WeChat, for logs, events and metrics.
-
-    ``outcome`` is ``"success"``, ``"unchanged"`` (stable: same token) or ``"error"``;
-    ``latency`` seconds; ``at`` UTC epoch seconds; ``fingerprint`` of the new token or None.
-    """
-
-    appid: str
-    trigger: Trigger
-    outcome: str
-    errcode: int | None
-    errmsg: str | None
-    rid: str | None
-    fingerprint: str | None
-    latency: float
-    at: float
-
-
-AttemptListener = Callable[[RefreshAttempt], None]
 
 
 class TokenManager:

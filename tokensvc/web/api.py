@@ -19,7 +19,8 @@ from tokensvc.errors import (
     UpstreamError,
     WechatAPIError,
 )
-from tokensvc.tokens.manager import ServedToken, TokenManager, Trigger
+from tokensvc.tokens.manager import TokenManager
+from tokensvc.tokens.values import ServedToken, Trigger
 from tokensvc.web.auth import CLIENT_NAME
 from tokensvc.web.errors import json_error, read_json_object
 from tokensvc.web.keys import AUTH, CLOCK, MANAGERS, METRICS, PASSIVE_TALLY

@@ -24,7 +24,8 @@ from tokensvc.errors import (
     WechatAPIError,
 )
 from tokensvc.status import build_status
-from tokensvc.tokens.manager import RefreshOutcome, TokenManager, Trigger
+from tokensvc.tokens.manager import TokenManager
+from tokensvc.tokens.values import RefreshOutcome, Trigger
 from tokensvc.web.api import token_body
 from tokensvc.web.errors import json_error
 from tokensvc.web.keys import AUTH, CLOCK, EVENTS, MANAGERS, METRICS, PASSIVE_TALLY, SETTINGS

@@ -64,6 +64,9 @@ class ReceivedCall:
     body: Any
 
 
+PROBE_APIS = ("/cgi-bin/getcallbackip", "/cgi-bin/get_api_domain_ip")
+"""Side-effect-free APIs that answer ``{"ip_list": [...]}`` for a good token."""
+
 MESSAGE_APIS = (
     "/cgi-bin/message/template/send",
     "/cgi-bin/message/subscribe/send",
@@ -191,8 +194,8 @@ class FakeWechat:
         app = web.Application()
         app.router.add_get("/cgi-bin/token", self._classic_token)
         app.router.add_post("/cgi-bin/stable_token", self._stable_token)
-        app.router.add_get("/cgi-bin/getcallbackip", self._ip_list)
-        app.router.add_get("/cgi-bin/get_api_domain_ip", self._ip_list)
+        for api in PROBE_APIS:
+            app.router.add_get(api, self._business_api)
         for api in MESSAGE_APIS:
             app.router.add_post(api, self._business_api)
         app.router.add_get("/cgi-bin/user/info", self._business_api)
@@ -345,20 +348,8 @@ class FakeWechat:
     def _day_of(self, epoch: float) -> int:
         return int((epoch + _BEIJING_OFFSET) // 86400)
 
-    async def _ip_list(self, request: web.Request) -> web.StreamResponse:
-        api = request.path
-        token = request.query.get("access_token")
-        appid = self.tokens[token].appid if token in self.tokens else ""
-        fault = await self._enter(api, appid, request)
-        if fault is not None:
-            return fault
-        errcode = self.check(token)
-        if errcode:
-            return self._error(errcode, _TOKEN_ERRMSG[errcode])
-        return web.json_response({"ip_list": ["127.0.0.1"]})
-
     async def _business_api(self, request: web.Request) -> web.StreamResponse:
-        """Message sends, user info and mini program codes: token checked, call recorded."""
+        """Probes, message sends, user info, mini program codes: token checked, call recorded."""
         api = request.path
         token = request.query.get("access_token")
         appid = self.tokens[token].appid if token in self.tokens else ""
@@ -374,6 +365,8 @@ class FakeWechat:
                 body = await request.json()
             except (ValueError, UnicodeDecodeError):
                 return self._error(47001, "data format error")
+        if api in PROBE_APIS:
+            return web.json_response({"ip_list": ["127.0.0.1"]})
         query = {k: v for k, v in request.query.items() if k != "access_token"}
         if isinstance(body, dict) and body.get("touser") == REFUSING_OPENID:
             return self._error(43101, "user refuse to accept the msg")
