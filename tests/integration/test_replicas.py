@@ -7,6 +7,7 @@ and sets ``TOKENSVC_REQUIRE_POSTGRES=1`` so that a missing cluster fails instead
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import random
@@ -20,7 +21,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.conftest import AUTH, CLASSIC_APPID, SECRET_ENV, SECRETS, STABLE_APPID
+from tests.conftest import AUTH, CLASSIC_APPID, SECRET_ENV, SECRETS, STABLE_APPID, wait_until
 from tests.support.postgres import PostgresCluster, find_bindir
 from tests.support.replicas import Replica, free_port, write_config
 from tokensvc.wechat.fake import FakeWechat
@@ -282,3 +283,35 @@ async def test_migrate_command_on_postgresql(
     finally:
         await conn.close()
     assert {"app_tokens", "alembic_version"} <= tables
+
+
+@pytest.mark.parametrize("replicas", [2], indirect=True)
+async def test_a_replica_killed_inside_the_row_lock_does_not_block_the_others(
+    fake: FakeWechat, replicas: list[Replica]
+) -> None:
+    first, second = replicas
+    async with aiohttp.ClientSession() as session:
+        await wait_all_served(session, replicas)
+        old = await get_token(session, first, STABLE_APPID)
+        fake.revoke(STABLE_APPID)
+        fake.inject("/cgi-bin/stable_token", "timeout")  # WeChat hangs on the first call
+        calls = fake.token_calls(STABLE_APPID)
+        url = f"/v1/apps/{STABLE_APPID}/token/refresh"
+        stuck = asyncio.create_task(
+            session.post(first.url + url, headers=AUTH, json={"stale_token": old})
+        )
+        await wait_until(lambda: fake.token_calls(STABLE_APPID) == calls + 1)
+        await first.kill()  # dies holding the row lock, mid-refresh
+        with contextlib.suppress(aiohttp.ClientError):
+            await stuck
+        started = time.monotonic()
+        async with session.post(
+            second.url + url, headers=AUTH, json={"stale_token": old}
+        ) as response:
+            assert response.status == 200, await response.text()
+            new = (await response.json())["access_token"]
+        took = time.monotonic() - started
+    print(f"\nreplica killed inside the row lock: the other refreshed {took * 1000:.0f} ms later")
+    assert fake.is_valid(new) and new != old
+    assert fake.token_calls(STABLE_APPID) == calls + 2  # the hung call and the survivor's
+    assert took < 3
