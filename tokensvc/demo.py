@@ -7,6 +7,8 @@ directory, and a demo client key printed with a ready ``curl`` command.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
 import tempfile
 from collections.abc import Awaitable, Callable
@@ -18,6 +20,7 @@ from tokensvc.config import Settings, parse_settings
 from tokensvc.web.access_log import AccessLogger
 from tokensvc.web.app import create_app
 from tokensvc.web.auth import key_sha256
+from tokensvc.web.keys import MANAGERS
 from tokensvc.wechat.fake import FakeWechat, serve_fake
 
 OFFICIAL_APPID = "wxdemoofficial0001"
@@ -100,6 +103,12 @@ async def run_demo(
             await runner.setup()
             try:
                 await web.TCPSite(runner, "127.0.0.1", port).start()
+                # print the curl only once it works: wait for the first tokens (a few ms)
+                managers = runner.app[MANAGERS]
+                ready = [OFFICIAL_APPID] if wrong_secret else [OFFICIAL_APPID, MINIPROGRAM_APPID]
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(10):
+                        await asyncio.gather(*(managers[a].wait_for_token() for a in ready))
                 base = f"http://127.0.0.1:{port}"
                 print(
                     _banner(base, fake_url, ttl, rotation_window, client_key, admin_key), flush=True

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -173,3 +176,84 @@ def test_unreachable_database_at_start_is_one_clear_line(tmp_path: Path) -> None
     )
     assert "db-password-123" not in done.stderr + done.stdout
     assert "Traceback" not in done.stderr
+
+
+async def start_and_read(
+    args: list[str], wanted: dict[str, str]
+) -> tuple[asyncio.subprocess.Process, dict[str, str]]:
+    """Start ``tokensvc ARGS`` and read its stdout until every pattern in ``wanted`` matched."""
+    import re
+
+    process = await asyncio.create_subprocess_exec(
+        *command(*args), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+    )
+    assert process.stdout is not None
+    found: dict[str, str] = {}
+    while len(found) < len(wanted):
+        line = (await asyncio.wait_for(process.stdout.readline(), 30)).decode()
+        assert line, f"tokensvc {args[0]} exited early"
+        for name, pattern in wanted.items():
+            match = re.search(pattern, line)
+            if match:
+                found[name] = match.group(1)
+    return process, found
+
+
+async def test_demo_prints_a_curl_that_returns_a_valid_token() -> None:
+    process, found = await start_and_read(
+        ["demo", "--port", str(free_port()), "--ttl", "30"],
+        {
+            "curl": r"(curl -s -H 'Authorization: Bearer \S+' \S+/token)",
+            "simulator": r"WeChat simulator:\s+(\S+)",
+            "admin": r"admin key:\s+(\S+)",
+        },
+    )
+    try:
+        curl = await asyncio.create_subprocess_shell(found["curl"], stdout=asyncio.subprocess.PIPE)
+        out, _ = await asyncio.wait_for(curl.communicate(), 30)
+        token = json.loads(out)["access_token"]
+        async with aiohttp.ClientSession() as session:
+            # the token works at the simulator the demo runs
+            async with session.get(
+                f"{found['simulator']}/cgi-bin/getcallbackip", params={"access_token": token}
+            ) as response:
+                assert "ip_list" in await response.json()
+            base = found["curl"].split()[-1].split("/v1/")[0]
+            basic = base64.b64encode(f"ops:{found['admin']}".encode()).decode()
+            headers = {"Authorization": f"Basic {basic}"}
+            async with session.get(f"{base}/status", headers=headers) as response:
+                assert response.status == 200
+    finally:
+        process.send_signal(signal.SIGINT)  # Ctrl-C stops both cleanly
+        assert await asyncio.wait_for(process.wait(), 20) == 0
+
+
+async def test_fake_wechat_command_serves_the_simulator() -> None:
+    port = free_port()
+    process, _ = await start_and_read(
+        [
+            "fake-wechat",
+            "--port",
+            str(port),
+            "--ttl",
+            "60",
+            "--app",
+            "wxcli000000000001:cli-secret",
+        ],
+        {"ready": r"(WeChat simulator on)"},
+    )
+    try:
+        async with aiohttp.ClientSession() as session:
+            params = {
+                "grant_type": "client_credential",
+                "appid": "wxcli000000000001",
+                "secret": "cli-secret",
+            }
+            async with session.get(
+                f"http://127.0.0.1:{port}/cgi-bin/token", params=params
+            ) as response:
+                body = await response.json()
+        assert body["expires_in"] == 60 and body["access_token"]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 20) == 0

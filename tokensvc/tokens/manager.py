@@ -78,6 +78,7 @@ class TokenManager:
         self._failures = 0
         self._not_before = 0.0
         self._started = False
+        self._has_token = asyncio.Event()
         self._revoke_task: asyncio.Task[None] | None = None
         self.revoke_second_at: float | None = None
         self.listeners: list[AttemptListener] = []
@@ -96,7 +97,13 @@ class TokenManager:
         if record.version > self._record.version:
             self._not_before = 0.0
         self._record = record
+        if record.access_token is not None:
+            self._has_token.set()
         return True
+
+    async def wait_for_token(self) -> None:
+        """Return once the app has had a token (fetched, loaded or adopted)."""
+        await self._has_token.wait()
 
     def next_refresh_at(self) -> float:
         """When the scheduler will next try (UTC epoch seconds)."""
