@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import re
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -20,7 +21,7 @@ from tests.conftest import (
     wait_until,
 )
 from tests.integration.test_token_api import ready
-from tokensvc.config import Settings, fingerprint
+from tokensvc.config import AdminConfig, Settings, fingerprint
 from tokensvc.web.keys import EVENTS
 from tokensvc.wechat.fake import FakeWechat
 
@@ -240,3 +241,13 @@ async def test_events_older_than_the_retention_are_pruned(tmp_path: Any) -> None
         assert await events.count_since(0) == {"wx1": 1}
     finally:
         await engine.dispose()
+
+
+async def test_operator_endpoints_are_off_without_an_admin_key(
+    make_settings: Callable[..., Settings], start_service: Start
+) -> None:
+    settings = dataclasses.replace(make_settings(), admin=AdminConfig(key_sha256=None))
+    client = await start_service(settings)
+    response = await client.get("/v1/status", headers=ADMIN)
+    body = await response.json()
+    assert response.status == 403 and "key_sha256" in body["message"]

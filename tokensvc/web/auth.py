@@ -92,6 +92,13 @@ class Authenticator:
         Raises 401 ``unauthorized`` with ``WWW-Authenticate: Basic`` (so browsers prompt),
         403 ``forbidden`` for a client key or a cross-site POST.
         """
+        if self._admin is None:
+            raise json_error(
+                403,
+                "forbidden",
+                "operator endpoints are off: set [admin] key_sha256 "
+                "(tokensvc keygen prints a key and the line)",
+            )
         header = request.headers.get("Authorization", "")
         scheme, _, value = header.partition(" ")
         key: str | None = None
