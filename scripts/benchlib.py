@@ -68,12 +68,15 @@ async def start_demo(ttl: float = 7200) -> Demo:
 
 @dataclass
 class LoadResult:
+    """What one bounded load run measured: counts and per-request latencies (seconds)."""
+
     requests: int
     seconds: float
     errors: int
     latencies: list[float]
 
     def report(self, label: str) -> str:
+        """One line: rate, errors, median and 99th percentile latency."""
         ordered = sorted(self.latencies)
         p50 = statistics.median(ordered) * 1000
         p99 = ordered[int(len(ordered) * 0.99)] * 1000
@@ -85,6 +88,7 @@ class LoadResult:
 
     @property
     def p50(self) -> float:
+        """Median latency, seconds."""
         return statistics.median(self.latencies)
 
 

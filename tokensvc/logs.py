@@ -12,6 +12,7 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: ``{"time", "level", "logger", "message"[, "exc"]}``."""
 
     def format(self, record: logging.LogRecord) -> str:
+        """The record as one line of JSON (time in UTC, ISO 8601 with milliseconds)."""
         entry = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,

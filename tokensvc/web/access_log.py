@@ -13,6 +13,7 @@ class AccessLogger(AbstractAccessLogger):
     secrets, e.g. WeChat's ``/cgi-bin/token?secret=``), and so is the Authorization header."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        """Write the line; ``time`` is the request's duration in seconds."""
         client = request.get(CLIENT_NAME, "-")
         self.logger.info(
             "%s %s %s client=%s %.1fms",
