@@ -95,6 +95,19 @@ async def get_token(session: aiohttp.ClientSession, replica: Replica, appid: str
         return None
 
 
+async def report_stale(
+    session: aiohttp.ClientSession, replica: Replica, appid: str, stale: str | None
+) -> str:
+    """A passive refresh through ``replica``; must succeed; returns the token it answers."""
+    async with session.post(
+        f"{replica.url}/v1/apps/{appid}/token/refresh",
+        headers=AUTH,
+        json={"stale_token": stale, "errcode": 40001},
+    ) as response:
+        assert response.status == 200, await response.text()
+        return str((await response.json())["access_token"])
+
+
 async def wait_all_served(session: aiohttp.ClientSession, group: list[Replica]) -> None:
     for _ in range(200):
         tokens = [await get_token(session, r, a) for r in group for a in APPIDS]
@@ -115,13 +128,9 @@ async def test_random_kills_over_two_lifetimes_serve_no_invalid_token(
     kills = 0
     async with aiohttp.ClientSession() as session:
         for appid in APPIDS:  # one passive refresh through replica 0 gets the short tokens in
-            stale = await get_token(session, replicas[0], appid)
-            async with session.post(
-                f"{replicas[0].url}/v1/apps/{appid}/token/refresh",
-                headers=AUTH,
-                json={"stale_token": stale},
-            ) as response:
-                assert response.status == 200, await response.text()
+            await report_stale(
+                session, replicas[0], appid, await get_token(session, replicas[0], appid)
+            )
         await asyncio.sleep(0.6)
         start_calls = {a: fake.token_calls(a) for a in APPIDS}
         started = time.monotonic()
@@ -171,16 +180,9 @@ async def test_passive_storm_across_replicas_costs_one_upstream_call(
             fake.revoke(appid)
             before = fake.token_calls(appid)
 
-            async def report(replica: Replica, appid: str = appid, old: str | None = old) -> str:
-                async with session.post(
-                    f"{replica.url}/v1/apps/{appid}/token/refresh",
-                    headers=AUTH,
-                    json={"stale_token": old, "errcode": 40001},
-                ) as response:
-                    assert response.status == 200, await response.text()
-                    return str((await response.json())["access_token"])
-
-            answers = await asyncio.gather(*(report(replicas[i % 3]) for i in range(300)))
+            answers = await asyncio.gather(
+                *(report_stale(session, replicas[i % 3], appid, old) for i in range(300))
+            )
             assert fake.token_calls(appid) == before + 1
             assert len(set(answers)) == 1 and fake.is_valid(answers[0])
 
@@ -192,12 +194,7 @@ async def test_a_new_token_reaches_the_other_replicas_within_a_second(
         await wait_all_served(session, replicas)
         old = await get_token(session, replicas[0], STABLE_APPID)
         fake.revoke(STABLE_APPID)
-        async with session.post(
-            f"{replicas[0].url}/v1/apps/{STABLE_APPID}/token/refresh",
-            headers=AUTH,
-            json={"stale_token": old},
-        ) as response:
-            new = (await response.json())["access_token"]
+        new = await report_stale(session, replicas[0], STABLE_APPID, old)
         committed = time.monotonic()
         lags = []
         for replica in replicas[1:]:
@@ -241,13 +238,7 @@ async def test_a_replica_that_loses_the_database_keeps_serving_and_reports_not_r
         # and it refreshes through the database again
         old = await get_token(session, replicas[1], CLASSIC_APPID)
         fake.revoke(CLASSIC_APPID)
-        async with session.post(
-            f"{replicas[1].url}/v1/apps/{CLASSIC_APPID}/token/refresh",
-            headers=AUTH,
-            json={"stale_token": old},
-        ) as response:
-            assert response.status == 200
-            new = (await response.json())["access_token"]
+        new = await report_stale(session, replicas[1], CLASSIC_APPID, old)
         for _ in range(50):
             if await get_token(session, replicas[0], CLASSIC_APPID) == new:
                 break
@@ -296,20 +287,13 @@ async def test_a_replica_killed_inside_the_row_lock_does_not_block_the_others(
         fake.revoke(STABLE_APPID)
         fake.inject("/cgi-bin/stable_token", "timeout")  # WeChat hangs on the first call
         calls = fake.token_calls(STABLE_APPID)
-        url = f"/v1/apps/{STABLE_APPID}/token/refresh"
-        stuck = asyncio.create_task(
-            session.post(first.url + url, headers=AUTH, json={"stale_token": old})
-        )
+        stuck = asyncio.create_task(report_stale(session, first, STABLE_APPID, old))
         await wait_until(lambda: fake.token_calls(STABLE_APPID) == calls + 1)
         await first.kill()  # dies holding the row lock, mid-refresh
         with contextlib.suppress(aiohttp.ClientError):
             await stuck
         started = time.monotonic()
-        async with session.post(
-            second.url + url, headers=AUTH, json={"stale_token": old}
-        ) as response:
-            assert response.status == 200, await response.text()
-            new = (await response.json())["access_token"]
+        new = await report_stale(session, second, STABLE_APPID, old)
         took = time.monotonic() - started
     print(f"\nreplica killed inside the row lock: the other refreshed {took * 1000:.0f} ms later")
     assert fake.is_valid(new) and new != old
