@@ -126,3 +126,22 @@ async def test_bad_input_answers(
     await expect_error(response, 405, "method_not_allowed")
     # unauthorised bodies are refused before they are read
     await expect_error(await client.post(url, data="{not json"), 401, "unauthorized")
+
+
+async def test_a_client_can_list_the_apps_it_may_use(
+    make_settings: Callable[..., Settings], start_service: Start
+) -> None:
+    client = await start_service(make_settings())
+    everything = await (await client.get("/v1/apps", headers=AUTH)).json()
+    assert [a["appid"] for a in everything["apps"]] == [CLASSIC_APPID, STABLE_APPID]
+    assert everything["apps"][0] == {
+        "appid": CLASSIC_APPID,
+        "name": "Classic OA",
+        "kind": "official_account",
+        "token_api": "classic",
+    }
+    limited = await (
+        await client.get("/v1/apps", headers={"Authorization": f"Bearer {LIMITED_KEY}"})
+    ).json()
+    assert [a["appid"] for a in limited["apps"]] == [STABLE_APPID]
+    assert (await client.get("/v1/apps")).status == 401

@@ -59,6 +59,18 @@ def unavailable(exc: TokenUnavailable) -> web.HTTPException:
     return json_error(503, "token_unavailable", str(exc), errcode=exc.errcode)
 
 
+@routes.get("/v1/apps")
+async def list_apps(request: web.Request) -> web.Response:
+    """The apps this client may use: ``{"apps": [{"appid", "name", "kind", "token_api"}]}``."""
+    client = request.app[AUTH].authenticate_client(request)
+    apps = [
+        {"appid": m.appid, "name": m.app.name, "kind": m.app.kind, "token_api": m.app.token_api}
+        for m in request.app[MANAGERS].values()
+        if client.may_use(m.appid)
+    ]
+    return web.json_response({"apps": apps})
+
+
 @routes.get("/v1/apps/{appid}/token")
 async def get_token(request: web.Request) -> web.Response:
     """200 with the current token (from memory); 503 ``token_unavailable`` when none is valid."""

@@ -67,10 +67,10 @@ class Authenticator:
             return False
         return hmac.compare_digest(key_sha256(key).encode(), self._admin.encode())
 
-    def require_client(self, request: web.Request, appid: str) -> ClientConfig:
-        """The authenticated client, granted ``appid``; sets ``request[CLIENT_NAME]``.
+    def authenticate_client(self, request: web.Request) -> ClientConfig:
+        """The client whose key the request carries; sets ``request[CLIENT_NAME]``.
 
-        Raises 401 ``unauthorized`` (no or unknown key) or 403 ``forbidden`` (not granted).
+        Raises 401 ``unauthorized`` (no or unknown key).
         """
         key = bearer_key(request)
         client = self.client_for_key(key) if key is not None else None
@@ -82,6 +82,14 @@ class Authenticator:
                 headers={"WWW-Authenticate": 'Bearer realm="tokensvc"'},
             )
         request[CLIENT_NAME] = client.name
+        return client
+
+    def require_client(self, request: web.Request, appid: str) -> ClientConfig:
+        """The authenticated client, granted ``appid``; sets ``request[CLIENT_NAME]``.
+
+        Raises 401 ``unauthorized`` (no or unknown key) or 403 ``forbidden`` (not granted).
+        """
+        client = self.authenticate_client(request)
         if not client.may_use(appid):
             raise json_error(403, "forbidden", f"client {client.name} is not granted app {appid}")
         return client
