@@ -32,15 +32,19 @@ _NO_STORE = {"Cache-Control": "no-store"}
 routes = web.RouteTableDef()
 
 
-def authorised_manager(request: web.Request) -> TokenManager:
-    """The app's TokenManager for an authenticated client granted it (401/404/403 otherwise)."""
+def configured_manager(request: web.Request) -> TokenManager:
+    """The TokenManager of the path's ``{appid}``; 404 ``unknown_app`` if it is not configured."""
     appid = request.match_info["appid"]
-    auth = request.app[AUTH]
-    auth.require_client(request, appid)
     manager = request.app[MANAGERS].get(appid)
     if manager is None:
         raise json_error(404, "unknown_app", f"no app with appid {appid} is configured")
     return manager
+
+
+def authorised_manager(request: web.Request) -> TokenManager:
+    """The app's TokenManager for an authenticated client granted it (401/404/403 otherwise)."""
+    request.app[AUTH].require_client(request, request.match_info["appid"])
+    return configured_manager(request)
 
 
 def token_body(token: ServedToken) -> dict[str, Any]:

@@ -66,16 +66,25 @@ def _passthrough_headers(exc: web.HTTPException) -> dict[str, str]:
     }
 
 
+async def read_body(request: web.Request, max_bytes: int) -> bytes:
+    """The request body, at most ``max_bytes`` long; 413 ``payload_too_large`` otherwise."""
+    too_large = json_error(
+        413, "payload_too_large", f"request body is larger than {max_bytes} bytes"
+    )
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise too_large
+    raw = await request.content.read(max_bytes + 1)
+    if len(raw) > max_bytes:
+        raise too_large
+    return raw
+
+
 async def read_json_object(request: web.Request, max_bytes: int) -> dict[str, Any]:
     """The request body as a JSON object, at most ``max_bytes`` long.
 
     Raises 413 ``payload_too_large`` or 400 ``bad_request`` (empty, malformed, not an object).
     """
-    if request.content_length is not None and request.content_length > max_bytes:
-        raise json_error(413, "payload_too_large", f"request body is larger than {max_bytes} bytes")
-    raw = await request.content.read(max_bytes + 1)
-    if len(raw) > max_bytes:
-        raise json_error(413, "payload_too_large", f"request body is larger than {max_bytes} bytes")
+    raw = await read_body(request, max_bytes)
     if not raw.strip():
         raise json_error(400, "bad_request", "request body is empty; send a JSON object")
     try:

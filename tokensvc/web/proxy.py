@@ -32,7 +32,7 @@ from tokensvc.sender import JSCODE2SESSION_API, SendResult
 from tokensvc.tokens.manager import TokenManager
 from tokensvc.web.api import authorised_manager, unavailable
 from tokensvc.web.auth import CLIENT_NAME
-from tokensvc.web.errors import json_error, read_json_object
+from tokensvc.web.errors import json_error, read_body, read_json_object
 from tokensvc.web.keys import METRICS, SENDER, SETTINGS
 from tokensvc.wechat.client import RawAnswer
 from tokensvc.wechat.messages import MESSAGE_ROUTES, BodyError, route_for_kind_hint
@@ -204,15 +204,7 @@ async def passthrough(request: web.Request) -> web.Response:
     data: bytes | None = None
     content_type: str | None = None
     if request.method == "POST":
-        if request.content_length is not None and request.content_length > MAX_PROXY_BODY:
-            raise json_error(
-                413, "payload_too_large", f"request body is larger than {MAX_PROXY_BODY} bytes"
-            )
-        data = await request.content.read(MAX_PROXY_BODY + 1)
-        if len(data) > MAX_PROXY_BODY:
-            raise json_error(
-                413, "payload_too_large", f"request body is larger than {MAX_PROXY_BODY} bytes"
-            )
+        data = await read_body(request, MAX_PROXY_BODY)
         content_type = request.headers.get("Content-Type", "application/json")
     sender = request.app[SENDER]
     result = await _proxied(

@@ -26,7 +26,7 @@ from tokensvc.errors import (
 from tokensvc.status import build_status
 from tokensvc.tokens.manager import TokenManager
 from tokensvc.tokens.values import RefreshOutcome, Trigger
-from tokensvc.web.api import token_body
+from tokensvc.web.api import configured_manager, token_body
 from tokensvc.web.errors import json_error
 from tokensvc.web.keys import AUTH, CLOCK, EVENTS, MANAGERS, METRICS, PASSIVE_TALLY, SETTINGS
 
@@ -80,11 +80,7 @@ async def status_json(request: web.Request) -> web.Response:
 
 def _admin_manager(request: web.Request) -> TokenManager:
     request.app[AUTH].require_admin(request)
-    appid = request.match_info["appid"]
-    manager = request.app[MANAGERS].get(appid)
-    if manager is None:
-        raise json_error(404, "unknown_app", f"no app with appid {appid} is configured")
-    return manager
+    return configured_manager(request)
 
 
 def _action_failed(manager: TokenManager, exc: TokensvcError) -> web.HTTPException:
