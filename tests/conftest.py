@@ -37,7 +37,6 @@ def base_config(api_base: str, database_url: str) -> dict[str, Any]:
             "retry_base": 0.1,
             "retry_max": 0.5,
             "config_error_retry": 30,
-            "passive_min_interval": 0,
             "sync_interval": 0.2,
         },
         "admin": {"key_sha256": key_sha256(ADMIN_KEY)},

@@ -103,7 +103,8 @@ class RefreshConfig:
     - ``retry_base`` / ``retry_max``: exponential backoff with jitter after a retryable failure.
     - ``config_error_retry``: after a configuration error (wrong secret, IP not whitelisted), try
       again only this rarely.
-    - ``passive_min_interval``: a caller may force a verified refresh of an app at most this often.
+    - ``unverified_budget``: refreshes per app per hour for claims WeChat's probe could not
+      judge (probe timed out, busy, over quota); past it such claims get the current token.
     - ``sync_interval``: how often the database is polled for tokens refreshed by other replicas.
     - ``revoke_gap``: seconds between the two force refreshes of "revoke a leaked token"
       (WeChat ignores force calls less than 30 s apart).
@@ -113,7 +114,7 @@ class RefreshConfig:
     retry_base: float = 1.0
     retry_max: float = 60.0
     config_error_retry: float = 600.0
-    passive_min_interval: float = 10.0
+    unverified_budget: int = 3
     sync_interval: float = 1.0
     revoke_gap: float = 31.0
 
@@ -368,14 +369,23 @@ def parse_settings(
         rotation_window=w.number("rotation_window", 300.0, minimum=1.0),
     )
 
-    r = _Reader(raw.get("refresh", {}), "refresh", set(RefreshConfig.__dataclass_fields__))
+    refresh_table = raw.get("refresh", {})
+    if isinstance(refresh_table, Mapping) and "passive_min_interval" in refresh_table:
+        raise ConfigError(
+            "refresh.passive_min_interval",
+            "is no longer used: remove it (a token WeChat proved dead is now always replaced at "
+            "once; unproven claims are bounded by refresh.unverified_budget)",
+        )
+    r = _Reader(refresh_table, "refresh", set(RefreshConfig.__dataclass_fields__))
     defaults = RefreshConfig()
     refresh = RefreshConfig(
         classic_margin=r.number("classic_margin", defaults.classic_margin),
         retry_base=r.number("retry_base", defaults.retry_base, minimum=0.01),
         retry_max=r.number("retry_max", defaults.retry_max, minimum=0.01),
         config_error_retry=r.number("config_error_retry", defaults.config_error_retry, minimum=1.0),
-        passive_min_interval=r.number("passive_min_interval", defaults.passive_min_interval),
+        unverified_budget=r.int_(
+            "unverified_budget", defaults.unverified_budget, minimum=0, maximum=1000
+        ),
         sync_interval=r.number("sync_interval", defaults.sync_interval, minimum=0.05),
         revoke_gap=r.number("revoke_gap", defaults.revoke_gap, minimum=0.1),
     )

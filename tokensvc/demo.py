@@ -47,7 +47,6 @@ def demo_settings(
             "retry_base": 1,
             "retry_max": 10,
             "config_error_retry": 30,
-            "passive_min_interval": 5,
         },
         "admin": {"key_sha256": key_sha256(admin_key)},
         "apps": [

@@ -11,9 +11,9 @@
     │   ├── UpstreamTimeout       the request left, no answer: outcome unknown
     │   ├── UpstreamBadResponse   HTTP error status, malformed JSON, invalid fields
     │   └── WechatAPIError        WeChat answered a non-zero errcode (.errcode, .kind)
-    ├── TokenUnavailable          no valid access_token to serve (.errcode of the last failure)
-    ├── RefreshRateLimited        a verified refresh came too soon (.retry_after seconds)
-    └── RefreshBlocked            refreshing is paused (daily quota 45009, per-minute 45011)
+    ├── TokenUnavailable          no valid access_token to serve (.errcode, .retry_at)
+    └── RefreshDeferred           WeChat may not be called for this app before .until
+        └── RefreshBlocked        a quota pause (daily 45009, per-minute 45011)
 
 Messages never contain an AppSecret, an access_token or a client key.
 """
@@ -98,28 +98,40 @@ class WechatAPIError(UpstreamError):
 
 
 class TokenUnavailable(TokensvcError):
-    """No valid access_token for the app: never fetched, or expired without a refresh."""
+    """No valid access_token for the app: never fetched, expired, or proven dead.
 
-    def __init__(self, appid: str, errcode: int | None, message: str) -> None:
+    ``errcode`` of the last failure (None if none); ``retry_at`` (UTC epoch seconds) when the
+    next attempt to get one is planned, if known.
+    """
+
+    def __init__(
+        self, appid: str, errcode: int | None, message: str, *, retry_at: float | None = None
+    ) -> None:
         super().__init__(message)
         self.appid = appid
         self.errcode = errcode
+        self.retry_at = retry_at
 
 
-class RefreshRateLimited(TokensvcError):
-    """A caller asked for a verified refresh sooner than ``[refresh] passive_min_interval``."""
+class RefreshDeferred(TokensvcError):
+    """A refresh may not call WeChat before ``until`` (UTC epoch seconds).
 
-    def __init__(self, appid: str, retry_after: float) -> None:
-        super().__init__(f"{appid}: token was refreshed {retry_after:.0f}s too recently")
+    ``reason``: ``"retry_schedule"`` (the app is failing and its own retry schedule decides),
+    ``"contested"`` (another system keeps killing the app's tokens: replacements back off) or
+    ``"quota_pause"``; ``errcode`` of the last failure, if any.
+    """
+
+    def __init__(self, appid: str, until: float, reason: str, errcode: int | None) -> None:
+        super().__init__(f"{appid}: refreshing is deferred ({reason.replace('_', ' ')})")
         self.appid = appid
-        self.retry_after = retry_after
+        self.until = until
+        self.reason = reason
+        self.errcode = errcode
 
 
-class RefreshBlocked(TokensvcError):
-    """Refreshing is paused until ``until`` (UTC epoch seconds), after a quota errcode."""
+class RefreshBlocked(RefreshDeferred):
+    """Refreshing is paused until ``until`` after a quota errcode (45009 or 45011)."""
 
     def __init__(self, appid: str, errcode: int, until: float) -> None:
-        super().__init__(f"{appid}: refresh paused after errcode {errcode}")
-        self.appid = appid
-        self.errcode = errcode
-        self.until = until
+        super().__init__(appid, until, "quota_pause", errcode)
+        self.args = (f"{appid}: refresh paused after errcode {errcode}",)

@@ -13,7 +13,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from tokensvc.tokens.manager import TokenManager
-from tokensvc.tokens.values import RefreshAttempt
+from tokensvc.tokens.values import UPSTREAM_OUTCOMES, RefreshAttempt
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -35,11 +35,18 @@ class _TokenCollector(Collector):
             "1 when the app has a valid access_token to serve.",
             labels=["appid"],
         )
+        contested = GaugeMetricFamily(
+            "tokensvc_token_contested",
+            "1 when another system keeps killing the app's tokens (it holds the AppSecret).",
+            labels=["appid"],
+        )
         for appid, manager in sorted(self._managers().items()):
             expires.add_metric([appid], manager.record.expires_at or 0.0)
             valid.add_metric([appid], 1.0 if manager.served() is not None else 0.0)
+            contested.add_metric([appid], 1.0 if manager.contested() else 0.0)
         yield expires
         yield valid
+        yield contested
 
 
 class Metrics:
@@ -65,6 +72,12 @@ class Metrics:
             "Latency of requests to WeChat.",
             ["api"],
             buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.deaths = Counter(
+            "tokensvc_token_proven_dead",
+            "Current tokens WeChat proved dead (probe or business API answered 40001/40014/42001).",
+            ["appid"],
             registry=r,
         )
         self.token_requests = Counter(
@@ -103,8 +116,11 @@ class Metrics:
         self.upstream_duration.labels(api).observe(seconds)
 
     def observe_refresh(self, attempt: RefreshAttempt) -> None:
-        """A TokenManager listener: one refresh attempt."""
-        self.refresh.labels(attempt.appid, attempt.trigger.value, attempt.outcome).inc()
+        """A TokenManager listener: one refresh attempt, or a proven death."""
+        if attempt.outcome in UPSTREAM_OUTCOMES:
+            self.refresh.labels(attempt.appid, attempt.trigger.value, attempt.outcome).inc()
+        elif attempt.outcome == "dead":
+            self.deaths.labels(attempt.appid).inc()
 
     def render(self) -> bytes:
         """The Prometheus text exposition of everything."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tokensvc.config import AppConfig
-from tokensvc.errors import RefreshRateLimited, UpstreamUnavailable
+from tokensvc.errors import UpstreamUnavailable
 from tokensvc.tokens.manager import TokenManager
 from tokensvc.tokens.values import Trigger
 from tokensvc.wechat.client import RawAnswer, WechatClient
@@ -42,8 +42,9 @@ class SendResult:
 class Sender:
     """Sends business API calls with the app's token; see the module docstring."""
 
-    def __init__(self, client: WechatClient) -> None:
+    def __init__(self, client: WechatClient, *, token_wait: float) -> None:
         self._client = client
+        self._token_wait = token_wait
 
     async def send(
         self,
@@ -58,12 +59,16 @@ class Sender:
     ) -> SendResult:
         """Call ``api`` with the app's token, replacing it and retrying once on a token error.
 
+        A token error from WeChat proves the token dead: it is replaced through
+        :meth:`TokenManager.refresh_stale` (no probe) before the one retry. While a dead token's
+        replacement is under way, the call waits for it (at most ``token_wait`` seconds).
+
         Raises :class:`TokenUnavailable` (no valid token), :class:`UpstreamTimeout` and
-        :class:`UpstreamUnavailable` (outcome unknown, or WeChat unreachable), refresh errors
-        from :meth:`TokenManager.refresh_stale` (except a rate limit, where WeChat's token error
-        answer is handed back as it came).
+        :class:`UpstreamUnavailable` (outcome unknown, or WeChat unreachable), and the refresh
+        errors of :meth:`TokenManager.refresh_stale` (:class:`RefreshDeferred` when the
+        replacement must wait: WeChat refused the call, so nothing was done).
         """
-        token = manager.current().access_token
+        token = (await manager.current_or_wait(self._token_wait)).access_token
         answer = await self._once(method, api, token, params, json_body, data, content_type)
         errcode = answer.errcode()
         if errcode is None or not is_token_error(errcode):
@@ -74,10 +79,7 @@ class Sender:
             api,
             errcode,
         )
-        try:
-            outcome = await manager.refresh_stale(token, trigger=Trigger.PROXY, verify=False)
-        except RefreshRateLimited:
-            return SendResult(answer, retried=False)
+        outcome = await manager.refresh_stale(token, trigger=Trigger.PROXY, verify=False)
         answer = await self._once(
             method, api, outcome.token.access_token, params, json_body, data, content_type
         )

@@ -19,6 +19,13 @@ DAILY_LIMITS = {"classic": 2000, "stable": 500_000}
 """WeChat's daily call quota of each token API (access_token and getStableAccessToken docs)."""
 
 
+CONTESTED_NOTICE = (
+    "Another system is refreshing this app's token with its AppSecret: find it and remove its "
+    "AppSecret. Until then tokensvc replaces killed tokens with a growing delay."
+)
+"""What the status page says of a ``contested`` app."""
+
+
 class PassiveTally:
     """Passive-refresh requests today (China Standard Time day), per app and client, and how
     many of them were real (ended in a refresh). In memory: per process, reset at midnight."""
@@ -61,7 +68,8 @@ async def build_status(
 ) -> dict[str, Any]:
     """The status document.
 
-    ``{"now", "apps": [{"appid", "name", "kind", "token_api", "state", "fingerprint", "version",
+    ``{"now", "apps": [{"appid", "name", "kind", "token_api", "state", "notice", "fingerprint",
+    "version",
     "fetched_at", "expires_at", "next_refresh_at", "previous_valid_until", "last_error",
     "upstream_calls_today", "daily_limit", "passive_today", "revoke_second_at"}], "events":
     [{"at", "appid", "trigger", "outcome", "errcode", "errmsg", "rid", "fingerprint",
@@ -82,6 +90,7 @@ async def build_status(
                 "kind": manager.app.kind,
                 "token_api": manager.app.token_api,
                 "state": manager.state().value,
+                "notice": CONTESTED_NOTICE if manager.contested() else None,
                 "fingerprint": fingerprint(record.access_token) if record.access_token else None,
                 "version": record.version,
                 "fetched_at": rfc3339(record.fetched_at),

@@ -85,7 +85,7 @@ async def test_classic_schedule_follows_expires_in(
     clock.advance(10)
     await manager.run_scheduled()
     assert manager.current().access_token != first and fake.token_calls(CLASSIC_APPID) == 2
-    assert manager.record.previous_token == first
+    assert manager.record.is_previous(first, clock.now())
     assert manager.record.previous_valid_until == pytest.approx(clock.now() + 300)
     fake.ttl = 3600  # WeChat changes expires_in: the schedule follows
     clock.advance(7200 - 600)
@@ -113,8 +113,14 @@ async def test_failures_back_off_then_config_errors_wait_long_and_quota_waits_fo
     fake, by_app = managers
     manager = by_app[CLASSIC_APPID]
     fake.inject("/cgi-bin/token", "busy", times=3)
-    delays = [await manager.run_scheduled() for _ in range(3)]
+    delays = []
+    for _ in range(3):
+        delays.append(await manager.run_scheduled())
+        assert manager.next_refresh_at() == pytest.approx(clock.now() + delays[-1])
+        assert await manager.run_scheduled() == pytest.approx(delays[-1])  # not yet: no call
+        clock.advance(delays[-1])
     assert delays == pytest.approx([0.1, 0.2, 0.4], rel=0.01)  # retry_base 0.1, doubling
+    assert fake.token_calls(CLASSIC_APPID) == 3
     assert manager.state() is TokenState.EXPIRED
     with pytest.raises(TokenUnavailable) as info:
         manager.current()
@@ -128,6 +134,8 @@ async def test_failures_back_off_then_config_errors_wait_long_and_quota_waits_fo
     assert manager.state() is TokenState.MISCONFIGURED
 
     fake.apps[CLASSIC_APPID] = SECRET_ENV["CLASSIC_SECRET"]
+    assert manager.next_refresh_at() == pytest.approx(clock.now() + 30)  # the real next try
+    clock.advance(30)
     fake.inject("/cgi-bin/token", "quota", times=None)
     delay = await manager.run_scheduled()
     midnight_beijing = datetime(2026, 11, 21, 16, 0, tzinfo=UTC).timestamp()

@@ -169,12 +169,13 @@ async def test_passive_refreshes_are_tallied_by_client(
     token = (await (await client.get(f"/v1/apps/{STABLE_APPID}/token", headers=AUTH)).json())[
         "access_token"
     ]
-    await client.post(
+    fake.revoke(STABLE_APPID)
+    replaced = await client.post(
         f"/v1/apps/{STABLE_APPID}/token/refresh", headers=AUTH, json={"stale_token": token}
     )
-    fake.revoke(STABLE_APPID)
-    await client.post(
-        f"/v1/apps/{STABLE_APPID}/token/refresh", headers=AUTH, json={"stale_token": token}
+    new_token = (await replaced.json())["access_token"]
+    await client.post(  # a false claim about the new token: the probe says it is fine
+        f"/v1/apps/{STABLE_APPID}/token/refresh", headers=AUTH, json={"stale_token": new_token}
     )
     stable = app_of(await status(client), STABLE_APPID)
     assert stable["passive_today"] == {"orders": {"requests": 2, "refreshed": 1}}

@@ -47,7 +47,6 @@ rotation_window = {rotation_window}
 [refresh]
 retry_base = 0.2
 retry_max = 1
-passive_min_interval = 0
 sync_interval = 0.2
 
 {extra}

@@ -60,42 +60,72 @@ def test_no_token_is_due_at_once() -> None:
     )
 
 
+def until(rec: TokenRecord, now: float, next_refresh: float, *, reachable: bool = True,
+          token_api: str = "classic") -> float:
+    return schedule.usable_until(
+        rec,
+        now=now,
+        token_api=token_api,
+        planned_refresh_at=schedule.refresh_at(
+            rec, token_api=token_api, rotation_window=300, classic_margin=600
+        ),
+        next_refresh_at=next_refresh,
+        rotation_window=300,
+        store_reachable=reachable,
+    )
+
+
+def expires_in(rec: TokenRecord, now: float, next_refresh: float, **kw: object) -> int:
+    return schedule.caller_expires_in(
+        until(rec, now, next_refresh, **kw),  # type: ignore[arg-type]
+        now=now,
+        rotation_window=300,
+    )
+
+
 def test_caller_expires_in_ends_before_the_old_token_dies() -> None:
     clock = FakeClock()
     rec = record(clock, 7200)
     next_refresh = clock.now() + 6600
     # classic: after our refresh at +6600 the old token lives 300 s more; minus 30 s safety
-    assert (
-        schedule.caller_expires_in(
-            rec, now=clock.now(), next_refresh_at=next_refresh, rotation_window=300
-        )
-        == 6600 + 300 - 30
-    )
+    assert expires_in(rec, clock.now(), next_refresh) == 6600 + 300 - 30
     clock.advance(7000)
     # near the end: the real remaining lifetime (200 s) bounds it
-    assert (
-        schedule.caller_expires_in(
-            rec, now=clock.now(), next_refresh_at=next_refresh, rotation_window=300
-        )
-        == 170
-    )
+    assert expires_in(rec, clock.now(), next_refresh) == 170
     clock.advance(300)
-    assert (
-        schedule.caller_expires_in(
-            rec, now=clock.now(), next_refresh_at=next_refresh, rotation_window=300
-        )
-        == 0
-    )
+    assert expires_in(rec, clock.now(), next_refresh) == 0
 
 
-def test_overdue_refresh_counts_as_now() -> None:
+def test_overdue_refresh_counts_as_now_while_the_database_answers() -> None:
     clock = FakeClock()
     rec = record(clock, 7200)
     clock.advance(6700)  # the planned refresh at +6600 has not happened (WeChat busy)
-    got = schedule.caller_expires_in(
-        rec, now=clock.now(), next_refresh_at=clock.now() - 100, rotation_window=300
+    assert expires_in(rec, clock.now(), clock.now() - 100) == 300 - 30
+
+
+def test_without_the_database_classic_tokens_stop_at_the_planned_refresh_plus_window() -> None:
+    clock = FakeClock()
+    rec = record(clock, 7200)
+    planned = clock.now() + 6600
+    # before the planned refresh: as with the database (a peer refreshes at +6600 too)
+    assert expires_in(rec, clock.now(), planned, reachable=False) == 6600 + 300 - 30
+    clock.advance(6800)  # the refresh is overdue here; a peer did it at +6600 and WeChat
+    # kills the old token at +6900: never "overdue counts as now", which would give 270 s
+    later = until(rec, clock.now(), clock.now(), reachable=False)
+    assert later == planned + 300
+    assert expires_in(rec, clock.now(), clock.now(), reachable=False) == 100 - 30
+    clock.advance(100)
+    assert until(rec, clock.now(), clock.now(), reachable=False) <= clock.now()
+    # stable tokens survive a peer's normal-mode refresh: usable until they expire
+    assert until(rec, clock.now(), clock.now(), reachable=False, token_api="stable") == (
+        rec.expires_at
     )
-    assert got == 300 - 30
+
+
+def test_a_proven_dead_token_is_not_usable() -> None:
+    clock = FakeClock()
+    rec = record(clock, 7200).with_death(clock.now(), early=True)
+    assert until(rec, clock.now(), clock.now() + 6600) == -math.inf
 
 
 def test_backoff_grows_exponentially_is_capped_and_jittered() -> None:
@@ -120,16 +150,15 @@ def test_with_grant_keeps_the_old_token_for_the_window_only() -> None:
         now=clock.now(),
         source="classic",
         rotation_window=300,
-        old_is_dead=False,
     )
-    assert (new.version, new.access_token, new.previous_token) == (2, "U", "T")
+    assert (new.version, new.access_token) == (2, "U")
+    assert new.is_previous("T", clock.now()) and not new.is_previous("U", clock.now())
     assert new.previous_valid_until == clock.now() + 300
-    dead = rec.with_grant(
+    dead = rec.with_death(clock.now(), early=False).with_grant(
         TokenGrant("U", 7200),
         now=clock.now(),
         source="classic",
         rotation_window=300,
-        old_is_dead=True,
     )
     assert dead.previous_valid_until == clock.now()
     same = rec.with_grant(
@@ -137,6 +166,5 @@ def test_with_grant_keeps_the_old_token_for_the_window_only() -> None:
         now=clock.now(),
         source="stable",
         rotation_window=300,
-        old_is_dead=False,
     )
     assert same.version == 1 and same.access_token == "T"

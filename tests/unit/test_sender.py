@@ -35,7 +35,7 @@ async def test_a_connection_never_established_is_tried_once_more() -> None:
     client = ScriptedClient(
         UpstreamUnavailable("/sns/jscode2session", "refused", request_sent=False), OK
     )
-    answer = await Sender(client).jscode2session(APP, "code")  # type: ignore[arg-type]
+    answer = await Sender(client, token_wait=1.0).jscode2session(APP, "code")  # type: ignore[arg-type]
     assert answer is OK and client.calls == 2
 
 
@@ -43,7 +43,7 @@ async def test_twice_unreachable_gives_up() -> None:
     unsent = UpstreamUnavailable("/sns/jscode2session", "refused", request_sent=False)
     client = ScriptedClient(unsent, unsent, OK)
     with pytest.raises(UpstreamUnavailable):
-        await Sender(client).jscode2session(APP, "code")  # type: ignore[arg-type]
+        await Sender(client, token_wait=1.0).jscode2session(APP, "code")  # type: ignore[arg-type]
     assert client.calls == 2
 
 
@@ -57,5 +57,5 @@ async def test_twice_unreachable_gives_up() -> None:
 async def test_a_request_that_may_have_arrived_is_never_resent(failure: Exception) -> None:
     client = ScriptedClient(failure, OK)
     with pytest.raises(type(failure)):
-        await Sender(client).jscode2session(APP, "code")  # type: ignore[arg-type]
+        await Sender(client, token_wait=1.0).jscode2session(APP, "code")  # type: ignore[arg-type]
     assert client.calls == 1

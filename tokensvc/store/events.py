@@ -16,7 +16,7 @@ from sqlalchemy import Table, delete, func, insert, select
 from tokensvc.errors import StoreUnavailable
 from tokensvc.store.repo import TokenStore
 from tokensvc.store.tables import RefreshEvent
-from tokensvc.tokens.values import RefreshAttempt, Trigger
+from tokensvc.tokens.values import UPSTREAM_OUTCOMES, RefreshAttempt, Trigger
 
 log = logging.getLogger(__name__)
 
@@ -116,10 +116,13 @@ class EventLog:
             ]
 
     async def count_since(self, since: float) -> dict[str, int]:
-        """Refresh attempts per appid since ``since`` (UTC epoch seconds)."""
+        """Calls to WeChat's token API per appid since ``since`` (UTC epoch seconds); notes
+        such as ``dead`` and ``contested`` are not calls and are not counted."""
         async with self._store.begin() as conn:
             result = await conn.execute(
-                select(_E.c.appid, func.count()).where(_E.c.at >= since).group_by(_E.c.appid)
+                select(_E.c.appid, func.count())
+                .where(_E.c.at >= since, _E.c.outcome.in_(sorted(UPSTREAM_OUTCOMES)))
+                .group_by(_E.c.appid)
             )
             return {appid: int(n) for appid, n in result}
 

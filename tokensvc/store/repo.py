@@ -54,10 +54,15 @@ def _to_record(row: Any) -> TokenRecord:
         expires_at=row.expires_at,
         fetched_at=row.fetched_at,
         source=row.source,
-        previous_token=row.previous_token,
+        previous_sha256=row.previous_sha256,
         previous_valid_until=row.previous_valid_until,
         last_error=error,
+        last_success_at=row.last_success_at,
         blocked_until=row.blocked_until,
+        force_blocked_until=row.force_blocked_until,
+        dead_at=row.dead_at,
+        early_deaths=tuple(row.early_deaths or ()),
+        unverified_refreshes=tuple(row.unverified_refreshes or ()),
     )
 
 
@@ -69,18 +74,24 @@ def _to_values(record: TokenRecord) -> dict[str, Any]:
         "expires_at": record.expires_at,
         "fetched_at": record.fetched_at,
         "source": record.source,
-        "previous_token": record.previous_token,
+        "previous_sha256": record.previous_sha256,
         "previous_valid_until": record.previous_valid_until,
         "last_errcode": error.errcode if error else None,
         "last_errmsg": error.errmsg if error else None,
         "last_rid": error.rid if error else None,
         "last_error_at": error.at if error else None,
+        "last_success_at": record.last_success_at,
         "blocked_until": record.blocked_until,
+        "force_blocked_until": record.force_blocked_until,
+        "dead_at": record.dead_at,
+        "early_deaths": list(record.early_deaths),
+        "unverified_refreshes": list(record.unverified_refreshes),
     }
 
 
 class LockedRow:
-    """An app's row read under :meth:`TokenStore.lock`; :meth:`save` writes it back."""
+    """An app's row read under :meth:`TokenStore.lock`; :meth:`save` writes it back
+    (implements :class:`tokensvc.tokens.storage.LockedRecord`)."""
 
     def __init__(
         self, store: TokenStore, conn: AsyncConnection | None, record: TokenRecord
@@ -114,7 +125,8 @@ class LockedRow:
 
 
 class TokenStore:
-    """Reads and writes ``app_tokens``. Database failures raise :class:`StoreUnavailable`."""
+    """Reads and writes ``app_tokens`` (implements :class:`tokensvc.tokens.storage.TokenStorage`).
+    Database failures raise :class:`StoreUnavailable`."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine

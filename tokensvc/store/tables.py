@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Double, Integer, String
+from sqlalchemy import JSON, Double, Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -11,10 +11,12 @@ class Base(DeclarativeBase):
 
 
 class AppToken(Base):
-    """One row per configured app: its current and previous access_token and last error.
+    """One row per configured app: its current access_token, last error and refresh policy state.
 
     ``version`` grows with every new token; every write is conditional on the version read under
-    the row lock, so an older fetch never overwrites a newer token.
+    the row lock, so an older fetch never overwrites a newer token. The replaced token is kept
+    only as its SHA-256 (``previous_sha256``). ``early_deaths`` and ``unverified_refreshes`` are
+    JSON lists of UTC epoch seconds (see :class:`tokensvc.tokens.record.TokenRecord`).
     """
 
     __tablename__ = "app_tokens"
@@ -25,13 +27,18 @@ class AppToken(Base):
     expires_at: Mapped[float | None] = mapped_column(Double)
     fetched_at: Mapped[float | None] = mapped_column(Double)
     source: Mapped[str | None] = mapped_column(String(16))
-    previous_token: Mapped[str | None] = mapped_column(String(2048))
+    previous_sha256: Mapped[str | None] = mapped_column(String(64))
     previous_valid_until: Mapped[float | None] = mapped_column(Double)
     last_errcode: Mapped[int | None] = mapped_column(Integer)
     last_errmsg: Mapped[str | None] = mapped_column(String(512))
     last_rid: Mapped[str | None] = mapped_column(String(128))
     last_error_at: Mapped[float | None] = mapped_column(Double)
+    last_success_at: Mapped[float | None] = mapped_column(Double)
     blocked_until: Mapped[float | None] = mapped_column(Double)
+    force_blocked_until: Mapped[float | None] = mapped_column(Double)
+    dead_at: Mapped[float | None] = mapped_column(Double)
+    early_deaths: Mapped[list[float] | None] = mapped_column(JSON)
+    unverified_refreshes: Mapped[list[float] | None] = mapped_column(JSON)
 
 
 class RefreshEvent(Base):

@@ -2,9 +2,11 @@
 
 Every trigger (the schedule, start-up, a caller's passive refresh, the send proxy's retry, an
 operator) calls :meth:`TokenManager.refresh`. It is single-flight per app in this process (an
-``asyncio.Lock``) and across processes (the database row lock of :meth:`TokenStore.lock`); inside
-the lock it re-reads the row and calls WeChat only if the refresh is still needed, then writes
-conditionally on the version it read. No HTTP server code here.
+``asyncio.Lock``) and across processes (the row lock of :meth:`TokenStorage.lock`); inside the
+lock it re-reads the row, judges a caller's claim (the probe runs there, so a storm from every
+replica costs one probe), applies :mod:`tokensvc.tokens.policy` and calls WeChat only if the
+refresh is still needed and allowed, then writes conditionally on the version it read. No HTTP
+server code here.
 
 WeChat docs: https://developers.weixin.qq.com/doc/offiaccount/Basic_Information/Get_access_token.html
 and https://developers.weixin.qq.com/doc/offiaccount/Basic_Information/getStableAccessToken.html
@@ -14,25 +16,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import math
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from tokensvc.clock import Clock
 from tokensvc.config import AppConfig, RefreshConfig, WechatConfig, fingerprint
 from tokensvc.errors import (
-    RefreshBlocked,
-    RefreshRateLimited,
+    RefreshDeferred,
+    StoreUnavailable,
     TokensvcError,
     TokenUnavailable,
     UpstreamBadResponse,
     UpstreamError,
-    WechatAPIError,
 )
-from tokensvc.store.repo import TokenStore
-from tokensvc.tokens import schedule
+from tokensvc.tokens import policy, schedule
+from tokensvc.tokens.policy import ClaimVerdict, FailureKind
 from tokensvc.tokens.record import ErrorInfo, TokenRecord
+from tokensvc.tokens.storage import LockedRecord, TokenStorage
 from tokensvc.tokens.values import (
     AttemptListener,
     RefreshAttempt,
@@ -41,13 +46,25 @@ from tokensvc.tokens.values import (
     TokenState,
     Trigger,
 )
-from tokensvc.wechat.client import WechatClient
+from tokensvc.wechat.client import CLASSIC_TOKEN_API, STABLE_TOKEN_API, WechatClient
 from tokensvc.wechat.errcodes import ErrorKind
 
 log = logging.getLogger(__name__)
 
 MIN_SERVE_SECONDS = 1.0
 """A token with less than this left is not handed out (it could die on the way)."""
+
+CALLER_TRIGGERS = frozenset({Trigger.PASSIVE, Trigger.PROXY})
+"""Triggers that come from callers: subject to rule 5 and the contest backoff."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A caller's report that ``token`` is bad; ``proven`` when WeChat itself said so (a business
+    API answered 40001/40014/42001 to the proxy), otherwise it is checked with the probe."""
+
+    token: str
+    proven: bool
 
 
 class TokenManager:
@@ -58,7 +75,7 @@ class TokenManager:
         app: AppConfig,
         *,
         client: WechatClient,
-        store: TokenStore,
+        store: TokenStorage,
         clock: Clock,
         wechat: WechatConfig,
         refresh: RefreshConfig,
@@ -74,14 +91,21 @@ class TokenManager:
         self._rand = rand
         self._record = TokenRecord(appid=app.appid)
         self._lock = asyncio.Lock()
-        self._passive: dict[str, asyncio.Future[RefreshOutcome]] = {}
+        self._claims: dict[tuple[str, bool], asyncio.Future[RefreshOutcome]] = {}
         self._failures = 0
+        self._retry_at = -math.inf
         self._not_before = 0.0
+        self._valid_probe: tuple[str, float] | None = None
+        self._store_reachable = True
         self._started = False
         self._has_token = asyncio.Event()
+        self._changed = asyncio.Event()
         self._revoke_task: asyncio.Task[None] | None = None
         self.revoke_second_at: float | None = None
         self.listeners: list[AttemptListener] = []
+        self.on_due: Callable[[], None] | None = None
+        """Called when the token must be replaced before its planned time (the scheduler
+        re-arms this app's job)."""
 
     # ---- reading ---------------------------------------------------------------------------
 
@@ -91,65 +115,159 @@ class TokenManager:
         return self._record
 
     def adopt(self, record: TokenRecord) -> bool:
-        """Take a record read from the database if it is not older than ours; True if changed."""
-        if record.version < self._record.version or record == self._record:
+        """Take a record read from the database if it is not older than ours; True if changed.
+
+        Within one version a ``dead_at`` mark is never lost to an older read.
+        """
+        old = self._record
+        if record.version < old.version:
             return False
-        if record.version > self._record.version:
+        if record.version == old.version and old.dead_at is not None and record.dead_at is None:
+            record = dataclasses.replace(record, dead_at=old.dead_at)
+        if record == old:
+            return False
+        if record.version > old.version:
             self._not_before = 0.0
+            self._valid_probe = None
+        if (record.last_success_at or 0.0) > (old.last_success_at or 0.0):
+            self._failures, self._retry_at = 0, -math.inf
         self._record = record
         if record.access_token is not None:
             self._has_token.set()
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+        if record.dead_at is not None and old.dead_at is None and self.on_due is not None:
+            self.on_due()
         return True
+
+    def set_store_reachable(self, reachable: bool) -> None:
+        """Told by the replica sync whether the database answers (see :meth:`served`)."""
+        self._store_reachable = reachable
 
     async def wait_for_token(self) -> None:
         """Return once the app has had a token (fetched, loaded or adopted)."""
         await self._has_token.wait()
 
-    def next_refresh_at(self) -> float:
-        """When the scheduler will next try (UTC epoch seconds)."""
-        planned = schedule.refresh_at(
-            self._record,
+    def planned_refresh_at(self, record: TokenRecord | None = None) -> float:
+        """When the current token is planned to be replaced, from the record alone."""
+        return schedule.refresh_at(
+            record or self._record,
             token_api=self.app.token_api,
             rotation_window=self._wechat.rotation_window,
             classic_margin=self._policy.classic_margin,
         )
-        blocked = self._record.blocked_until or 0.0
-        return max(planned, self._not_before, blocked)
+
+    def next_refresh_at(self, record: TokenRecord | None = None) -> float:
+        """When the scheduler will next try (UTC epoch seconds): the plan, or at once for a
+        proven-dead token, held back by a failure's retry, a quota pause or the contest
+        backoff."""
+        record = record or self._record
+        planned = self.planned_refresh_at(record)
+        if record.dead_at is not None:
+            planned = min(planned, record.dead_at)
+        candidates = [planned, self._not_before, record.blocked_until or -math.inf]
+        if record.has_current_error():
+            candidates.append(self._retry_floor(record))
+        if record.dead_at is not None:
+            candidates.append(self._contest_not_before(record))
+        return max(candidates)
+
+    def _retry_floor(self, record: TokenRecord) -> float:
+        error = record.last_error
+        if error is None:
+            return self._retry_at
+        floor = policy.error_retry_floor(
+            error.kind,
+            error.at,
+            retry_base=self._policy.retry_base,
+            config_error_retry=self._policy.config_error_retry,
+        )
+        return max(self._retry_at, floor)
+
+    def _lifetime(self, record: TokenRecord) -> float:
+        return record.lifetime or policy.DEFAULT_LIFETIME
+
+    def _contest_not_before(self, record: TokenRecord) -> float:
+        return policy.replacement_not_before(
+            record.early_deaths, self._clock.now(), self._lifetime(record)
+        )
+
+    def contested(self) -> bool:
+        """True when another system keeps killing this app's tokens (policy rule 3)."""
+        record = self._record
+        return policy.is_contested(record.early_deaths, self._clock.now(), self._lifetime(record))
 
     def current(self) -> ServedToken:
         """The token to hand to a caller, from memory.
 
-        Raises :class:`TokenUnavailable` (with the last errcode) when there is no token or it has
-        less than :data:`MIN_SERVE_SECONDS` left: an expired token is never served.
+        Raises :class:`TokenUnavailable` (with the last errcode and the next attempt) when there
+        is no token, it has less than :data:`MIN_SERVE_SECONDS` left, or WeChat proved it dead:
+        such a token is never served.
         """
         served = self._serve(self._record)
         if served is None:
-            error = self._record.last_error
-            errcode = error.errcode if error else None
-            if error is not None:
-                reason = (
-                    f"last error: errcode {errcode}"
-                    if errcode is not None
-                    else f"last error: {error.errmsg}"
-                )
-            elif self._record.access_token is not None:
-                reason = "the token expired"
-            else:
-                reason = "no token fetched yet"
-            raise TokenUnavailable(
-                self.appid, errcode, f"no valid access_token for {self.appid} ({reason})"
-            )
+            raise self._unavailable()
         return served
 
+    async def current_or_wait(self, wait: float) -> ServedToken:
+        """:meth:`current`, but when the token was proven dead and its replacement is under way
+        (here or on another replica), wait up to ``wait`` seconds for the new one.
+
+        Raises :class:`TokenUnavailable` when none comes in time or none is coming.
+        """
+        served = self._serve(self._record)
+        if served is not None:
+            return served
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while self._replacement_pending() and (remaining := deadline - loop.time()) > 0:
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except TimeoutError:
+                break
+            served = self._serve(self._record)
+            if served is not None:
+                return served
+        raise self._unavailable()
+
+    def _replacement_pending(self) -> bool:
+        record = self._record
+        if record.dead_at is None:
+            return False
+        return self._lock.locked() or self.next_refresh_at() <= self._clock.now()
+
+    def _unavailable(self) -> TokenUnavailable:
+        record = self._record
+        error = record.last_error if record.has_current_error() else None
+        errcode = error.errcode if error else None
+        if record.dead_at is not None:
+            reason = "WeChat rejected the current token; its replacement is pending"
+            if self.contested():
+                reason += " (contested: another system is refreshing this app's token)"
+        elif error is not None:
+            reason = f"last error: errcode {errcode}" if errcode is not None else error.errmsg
+        elif record.access_token is not None:
+            reason = "the token expired"
+        else:
+            reason = "no token fetched yet"
+        return TokenUnavailable(
+            self.appid,
+            errcode,
+            f"no valid access_token for {self.appid} ({reason})",
+            retry_at=self.next_refresh_at(),
+        )
+
     def state(self) -> TokenState:
-        """Health in words: fresh, refreshing, retrying, expired or misconfigured."""
+        """Health in words: fresh, refreshing, retrying, contested, expired or misconfigured."""
         record = self._record
         if self._lock.locked():
             return TokenState.REFRESHING
         failing = record.has_current_error()
         if failing and record.last_error is not None and record.last_error.kind is ErrorKind.CONFIG:
             return TokenState.MISCONFIGURED
-        if record.remaining(self._clock.now()) < MIN_SERVE_SECONDS:
+        if self.contested():
+            return TokenState.CONTESTED
+        if self._serve(record) is None:
             return TokenState.EXPIRED
         return TokenState.RETRYING if failing else TokenState.FRESH
 
@@ -159,15 +277,21 @@ class TokenManager:
 
     def _serve(self, record: TokenRecord) -> ServedToken | None:
         now = self._clock.now()
-        if record.access_token is None or record.expires_at is None:
-            return None
-        if record.remaining(now) < MIN_SERVE_SECONDS:
-            return None
-        expires_in = schedule.caller_expires_in(
+        until = schedule.usable_until(
             record,
             now=now,
-            next_refresh_at=self.next_refresh_at(),
+            token_api=self.app.token_api,
+            planned_refresh_at=self.planned_refresh_at(record),
+            next_refresh_at=self.next_refresh_at(record),
             rotation_window=self._wechat.rotation_window,
+            store_reachable=self._store_reachable,
+        )
+        if record.access_token is None or record.expires_at is None:
+            return None
+        if until - now < MIN_SERVE_SECONDS:
+            return None
+        expires_in = schedule.caller_expires_in(
+            until, now=now, rotation_window=self._wechat.rotation_window
         )
         return ServedToken(
             self.appid, record.access_token, expires_in, record.expires_at, record.version
@@ -176,7 +300,7 @@ class TokenManager:
     def _served_or_raise(self, record: TokenRecord) -> ServedToken:
         served = self._serve(record)
         if served is None:
-            return self.current()  # raises TokenUnavailable with the reason
+            raise self._unavailable()
         return served
 
     # ---- the one refresh path ----------------------------------------------------------------
@@ -185,119 +309,216 @@ class TokenManager:
         self,
         trigger: Trigger,
         *,
-        stale_token: str | None = None,
+        claim: Claim | None = None,
         expected_version: int | None = None,
         force_refresh: bool = False,
     ) -> RefreshOutcome:
-        """Refresh the token if it still needs it; the single path for every trigger.
+        """Refresh the token if it still needs it and policy allows; the path of every trigger.
 
-        - ``stale_token``: refresh only if the stored current token is still this one (a
-          caller or WeChat proved it bad); otherwise answer the newer token, no upstream call.
-          Such refreshes are limited to one per ``passive_min_interval`` per app.
-        - ``expected_version``: refresh only if the stored version is still this one or the
-          stored token is due (a scheduled refresh another replica already did is skipped).
+        - ``claim``: a caller says the token is bad. Not the current one: the current token,
+          no call. Otherwise it is judged (see :class:`Claim`; the probe runs under the lock),
+          and a proven-dead token is marked dead and replaced at once, within rules 3 and 5.
+        - ``expected_version``: the scheduler's run; skipped if another replica already
+          refreshed and the new token is not due.
         - ``force_refresh``: stable apps only, operators only (WeChat's leak response).
+        Operators bypass the retry schedule, the contest backoff and quota pauses.
 
-        Raises :class:`RefreshRateLimited`, :class:`RefreshBlocked` (quota), :class:`UpstreamError`
-        subclasses, :class:`StoreUnavailable`, and :class:`TokenUnavailable` when no token results.
+        Raises :class:`RefreshDeferred` (:class:`RefreshBlocked` for a quota pause),
+        :class:`UpstreamError` subclasses, :class:`StoreUnavailable`, and
+        :class:`TokenUnavailable` when no token results.
         """
         async with self._lock:
-            async with self._store.lock(self.appid) as row:
-                self.adopt(row.record)
-                stored = row.record
-                now = self._clock.now()
-                if (
-                    stale_token is not None
-                    and stored.access_token != stale_token
-                    and self._serve(stored)
-                ):
-                    return RefreshOutcome(self._served_or_raise(stored), False, "already_replaced")
-                if (
-                    expected_version is not None
-                    and stored.version != expected_version
-                    and now < self.next_refresh_at()
-                    and self._serve(stored)
-                ):
-                    return RefreshOutcome(self._served_or_raise(stored), False, "already_replaced")
-                if (
-                    stale_token is not None
-                    and stored.fetched_at is not None
-                    and trigger in (Trigger.PASSIVE, Trigger.PROXY)
-                ):
-                    wait = stored.fetched_at + self._policy.passive_min_interval - now
-                    if wait > 0:
-                        raise RefreshRateLimited(self.appid, wait)
-                if (
-                    stored.blocked_until is not None
-                    and now < stored.blocked_until
-                    and not force_refresh
-                ):
-                    errcode = stored.last_error.errcode if stored.last_error else None
-                    raise RefreshBlocked(self.appid, errcode or 45009, stored.blocked_until)
-                failure: UpstreamError | None = None
-                try:
-                    new = await self._fetch(
-                        stored,
-                        trigger,
-                        force_refresh=force_refresh,
-                        old_is_dead=stale_token is not None,
+            try:
+                async with self._store.lock(self.appid) as row:
+                    self._store_reachable = True
+                    return await self._refresh_locked(
+                        row, trigger, claim, expected_version, force_refresh
                     )
-                except UpstreamError as exc:
-                    failure = exc
-                    now = self._clock.now()
-                    new = stored.with_error(
-                        ErrorInfo.from_exception(exc, now), self._blocked_until(exc, now)
-                    )
-                try:
-                    await row.save(new)
-                finally:
-                    # Serve what WeChat just issued even if the database write failed: a
-                    # classic token's predecessor dies within the rotation window.
-                    self.adopt(new)
-        # Raised only now, after the transaction committed the error for the status page.
+            except StoreUnavailable:
+                self._store_reachable = False
+                raise
+
+    async def _refresh_locked(
+        self,
+        row: LockedRecord,
+        trigger: Trigger,
+        claim: Claim | None,
+        expected_version: int | None,
+        force_refresh: bool,
+    ) -> RefreshOutcome:
+        self.adopt(row.record)
+        stored = row.record
+        now = self._clock.now()
+        if claim is not None and stored.access_token != claim.token and self._serve(stored):
+            return RefreshOutcome(self._served_or_raise(stored), False, "already_replaced")
+        if (
+            expected_version is not None
+            and stored.version != expected_version
+            and now < self.next_refresh_at(stored)
+            and self._serve(stored)
+        ):
+            return RefreshOutcome(self._served_or_raise(stored), False, "already_replaced")
+        marked, verdict = stored, None
+        if claim is not None:
+            verdict = await self._judge(stored, claim)
+            if verdict is ClaimVerdict.VALID:
+                return RefreshOutcome(self._served_or_raise(stored), False, "still_valid")
+            if verdict is ClaimVerdict.PROVEN_DEAD:
+                marked = self._mark_dead(stored, trigger, now)
+        deferral = self._deferral(marked, trigger, force_refresh, now)
+        if verdict is ClaimVerdict.UNVERIFIED and (
+            deferral is not None
+            or not policy.unverified_allowed(
+                marked.unverified_refreshes, now, self._policy.unverified_budget
+            )
+        ):
+            return RefreshOutcome(self._served_or_raise(marked), False, "unverified", False)
+        if deferral is not None:
+            await self._save(row, marked)
+            error = marked.last_error
+            current = marked.has_current_error() or deferral.reason == "quota_pause"
+            errcode = error.errcode if error is not None and current else None
+            raise RefreshDeferred(self.appid, deferral.until, deferral.reason, errcode)
+        if verdict is ClaimVerdict.UNVERIFIED:
+            marked = marked.with_unverified_refresh(now)
+        new, failure = await self._fetch(marked, trigger, force_refresh=force_refresh)
+        await self._save(row, new)
+        # Raised only now, after the error was written for the status page.
         if failure is not None:
             raise failure
-        if stale_token is not None and new.access_token == stale_token:
+        if claim is not None and new.dead_at is not None:
             raise UpstreamBadResponse(
-                "/cgi-bin/stable_token",
-                "WeChat returned the same token that was reported bad; an operator may revoke it",
+                CLASSIC_TOKEN_API if self.app.token_api == "classic" else STABLE_TOKEN_API,
+                "WeChat returned the same token it had rejected; an operator may revoke it",
             )
         refreshed = new.version != stored.version
-        return RefreshOutcome(
-            self._served_or_raise(new), refreshed, "refreshed" if refreshed else "unchanged"
+        verified = verdict is not ClaimVerdict.UNVERIFIED
+        if refreshed:
+            reason = "refreshed"
+        elif claim is not None:
+            reason = "still_valid"  # WeChat handed the reported token back as the current one
+        else:
+            reason = "unchanged"
+        return RefreshOutcome(self._served_or_raise(new), refreshed, reason, verified)
+
+    async def _save(self, row: LockedRecord, record: TokenRecord) -> None:
+        """Write and adopt; serve what WeChat issued even if the write failed (a classic
+        token's predecessor dies within the rotation window)."""
+        if record == row.record:
+            return
+        try:
+            await row.save(record)
+        finally:
+            self.adopt(record)
+
+    async def _judge(self, stored: TokenRecord, claim: Claim) -> ClaimVerdict:
+        """What is known of the claim: proven dead, valid, or unverified (probing if needed)."""
+        if stored.dead_at is not None:
+            return ClaimVerdict.PROVEN_DEAD
+        if stored.access_token != claim.token:
+            # The current token is unusable (none, or expired): the claim is about the app.
+            return ClaimVerdict.NOT_CURRENT
+        if claim.proven:
+            return ClaimVerdict.PROVEN_DEAD
+        if self._probed_valid(claim.token):
+            return ClaimVerdict.VALID
+        try:
+            valid = await self._client.probe(claim.token)
+        except UpstreamError as exc:
+            log.info("app %s: the probe could not judge a reported token (%s)", self.appid, exc)
+            return ClaimVerdict.UNVERIFIED
+        if valid:
+            self._valid_probe = (claim.token, self._clock.now())
+            log.info(
+                "app %s: token %s reported bad but WeChat accepts it; not refreshed",
+                self.appid,
+                fingerprint(claim.token),
+            )
+            return ClaimVerdict.VALID
+        return ClaimVerdict.PROVEN_DEAD
+
+    def _probed_valid(self, token: str) -> bool:
+        return (
+            self._valid_probe is not None
+            and self._valid_probe[0] == token
+            and self._clock.now() - self._valid_probe[1] < policy.PROBE_RESULT_TTL
+        )
+
+    def _mark_dead(self, stored: TokenRecord, trigger: Trigger, now: float) -> TokenRecord:
+        """The record with its current token proven dead; logs and emits the death (and the
+        start of a contest)."""
+        if stored.dead_at is not None or stored.access_token is None:
+            return stored
+        early = policy.is_early_death(now, self.planned_refresh_at(stored))
+        was_contested = policy.is_contested(stored.early_deaths, now, self._lifetime(stored))
+        marked = stored.with_death(now, early=early)
+        token_fp = fingerprint(stored.access_token)
+        log.warning(
+            "app %s: WeChat rejected token %s (%s); it is no longer served and is replaced now",
+            self.appid,
+            token_fp,
+            "before its planned refresh" if early else "near its planned refresh",
+        )
+        self._emit(trigger, "dead", None, "WeChat rejected the current token", None, token_fp)
+        lifetime = self._lifetime(marked)
+        if not was_contested and policy.is_contested(marked.early_deaths, now, lifetime):
+            message = (
+                "another system is refreshing this app's token: find it and remove its "
+                f"AppSecret ({policy.CONTEST_DEATHS} tokens killed early within "
+                f"{policy.contest_window(lifetime):.0f}s; replacements now back off up to "
+                f"{policy.contest_backoff_cap(lifetime):.0f}s)"
+            )
+            log.error("app %s is contested: %s", self.appid, message)
+            self._emit(trigger, "contested", None, message, None, token_fp)
+        return marked
+
+    def _deferral(
+        self, record: TokenRecord, trigger: Trigger, force_refresh: bool, now: float
+    ) -> policy.Deferral | None:
+        if trigger is Trigger.OPERATOR:
+            return None
+        if trigger not in CALLER_TRIGGERS:
+            paused = record.paused_until(force=force_refresh)
+            if paused is not None and now < paused:
+                return policy.Deferral(paused, "quota_pause")
+            if record.dead_at is not None and now < (nb := self._contest_not_before(record)):
+                return policy.Deferral(nb, "contested")
+            return None
+        return policy.caller_deferral(
+            now=now,
+            mode_paused_until=record.paused_until(force=False),
+            failing=record.has_current_error(),
+            retry_at=self._retry_floor(record),
+            contest_not_before=self._contest_not_before(record)
+            if record.dead_at is not None
+            else -math.inf,
         )
 
     async def _fetch(
-        self, stored: TokenRecord, trigger: Trigger, *, force_refresh: bool, old_is_dead: bool
-    ) -> TokenRecord:
-        """Call WeChat once and return the record with the new token; log and emit the attempt."""
+        self, stored: TokenRecord, trigger: Trigger, *, force_refresh: bool
+    ) -> tuple[TokenRecord, UpstreamError | None]:
+        """Call WeChat once; the record after it (with the grant or the error), and the error."""
         started = time.monotonic()
         try:
             grant = await self._client.fetch_token(
                 self.appid, self.app.secret, self.app.token_api, force_refresh=force_refresh
             )
         except UpstreamError as exc:
-            error = ErrorInfo.from_exception(exc, self._clock.now())
+            now = self._clock.now()
+            error = ErrorInfo.from_exception(exc, now)
             self._emit(trigger, "error", error.errcode, error.errmsg, error.rid, None, started)
-            raise
+            pause = policy.quota_pause_until(exc, now)
+            return stored.with_error(error, pause_until=pause, force=force_refresh), exc
         new = stored.with_grant(
             grant,
             now=self._clock.now(),
             source=self.app.token_api,
             rotation_window=self._wechat.rotation_window,
-            old_is_dead=old_is_dead,
+            force=force_refresh,
         )
         outcome = "success" if new.version != stored.version else "unchanged"
         self._emit(trigger, outcome, 0, None, None, fingerprint(grant.access_token), started)
-        return new
-
-    def _blocked_until(self, exc: UpstreamError, now: float) -> float | None:
-        if isinstance(exc, WechatAPIError):
-            if exc.kind is ErrorKind.QUOTA_DAILY:
-                return schedule.next_quota_reset(now)
-            if exc.kind is ErrorKind.QUOTA_MINUTE:
-                return schedule.next_minute(now)
-        return None
+        return new, None
 
     def _emit(
         self,
@@ -307,8 +528,9 @@ class TokenManager:
         errmsg: str | None,
         rid: str | None,
         token_fingerprint: str | None,
-        started: float,
+        started: float | None = None,
     ) -> None:
+        latency = 0.0 if started is None else time.monotonic() - started
         attempt = RefreshAttempt(
             self.appid,
             trigger,
@@ -317,23 +539,24 @@ class TokenManager:
             errmsg,
             rid,
             token_fingerprint,
-            time.monotonic() - started,
+            latency,
             self._clock.now(),
         )
-        level = logging.WARNING if outcome == "error" else logging.INFO
-        log.log(
-            level,
-            "refresh app=%s trigger=%s outcome=%s errcode=%s rid=%s fingerprint=%s "
-            "latency_ms=%.0f%s",
-            self.appid,
-            trigger,
-            outcome,
-            errcode,
-            rid or "-",
-            token_fingerprint or "-",
-            attempt.latency * 1000,
-            f" errmsg={errmsg!r}" if errmsg else "",
-        )
+        if started is not None:
+            level = logging.WARNING if outcome == "error" else logging.INFO
+            log.log(
+                level,
+                "refresh app=%s trigger=%s outcome=%s errcode=%s rid=%s fingerprint=%s "
+                "latency_ms=%.0f%s",
+                self.appid,
+                trigger,
+                outcome,
+                errcode,
+                rid or "-",
+                token_fingerprint or "-",
+                latency * 1000,
+                f" errmsg={errmsg!r}" if errmsg else "",
+            )
         for listener in self.listeners:
             try:
                 listener(attempt)
@@ -345,41 +568,33 @@ class TokenManager:
     async def refresh_stale(
         self, stale_token: str, *, trigger: Trigger = Trigger.PASSIVE, verify: bool = True
     ) -> RefreshOutcome:
-        """Compare-and-refresh for a caller (or the proxy) whose token WeChat rejected.
+        """Compare-and-refresh for a caller (``verify``) or the proxy (WeChat's own answer).
 
-        A ``stale_token`` that is not the current one gets the current token, no upstream call.
-        Otherwise, with ``verify``, the claim is checked with the side-effect-free probe first (a
-        token WeChat still accepts costs no refresh; a probe that cannot answer counts as bad).
-        Concurrent calls for the same token share one verification and one refresh. Stable apps
-        refresh in normal mode, never force mode. Raises as :meth:`refresh`.
+        A ``stale_token`` that is not the current one gets the current token, no call. Otherwise
+        see :meth:`refresh` with a :class:`Claim` (``proven`` = not ``verify``). Concurrent calls
+        for the same token share one judgement and one refresh; the shared task is tracked, so
+        :meth:`close` lets it finish. Stable apps refresh in normal mode, never force mode.
+        Raises as :meth:`refresh`.
         """
-        served = self._serve(self._record)
-        if served is not None and self._record.access_token != stale_token:
+        record = self._record
+        served = self._serve(record)
+        if served is not None and record.access_token != stale_token:
             return RefreshOutcome(served, False, "already_replaced")
-        shared = self._passive.get(stale_token)
+        if served is not None and verify and self._probed_valid(stale_token):
+            return RefreshOutcome(served, False, "still_valid")
+        if served is None and record.dead_at is None:
+            # No usable token: callers wait for the app's own retry schedule (rule 5).
+            deferral = self._deferral(record, trigger, False, self._clock.now())
+            if deferral is not None:
+                raise self._unavailable()
+        key = (stale_token, verify)
+        shared = self._claims.get(key)
         if shared is None:
-            shared = asyncio.ensure_future(self._verify_and_refresh(stale_token, trigger, verify))
-            self._passive[stale_token] = shared
-            shared.add_done_callback(lambda _f: self._passive.pop(stale_token, None))
+            claim = Claim(stale_token, proven=not verify)
+            shared = asyncio.ensure_future(self.refresh(trigger, claim=claim))
+            self._claims[key] = shared
+            shared.add_done_callback(lambda _f: self._claims.pop(key, None))
         return await asyncio.shield(shared)
-
-    async def _verify_and_refresh(
-        self, stale_token: str, trigger: Trigger, verify: bool
-    ) -> RefreshOutcome:
-        if verify and self._serve(self._record) is not None:
-            try:
-                still_valid = await self._client.probe(stale_token)
-            except UpstreamError as exc:
-                log.info("app %s: probe could not tell (%s); refreshing", self.appid, exc)
-                still_valid = False
-            if still_valid:
-                log.info(
-                    "app %s: token %s reported bad but WeChat accepts it; not refreshed",
-                    self.appid,
-                    fingerprint(stale_token),
-                )
-                return RefreshOutcome(self.current(), False, "still_valid")
-        return await self.refresh(trigger, stale_token=stale_token)
 
     async def revoke_leaked(self, gap: float) -> RefreshOutcome:
         """WeChat's response to a leaked stable token: two force refreshes ``gap`` seconds apart.
@@ -408,20 +623,27 @@ class TokenManager:
         finally:
             self.revoke_second_at = None
 
-    async def close(self) -> None:
-        """Cancel background work (a pending revocation) and wait for it."""
+    async def close(self, grace: float) -> None:
+        """Cancel a pending revocation; let claims under way finish (at most ``grace`` seconds,
+        so a token WeChat already issued is saved), then cancel what is left."""
         task, self._revoke_task = self._revoke_task, None
         if task is not None and not task.done():
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        pending = [f for f in self._claims.values() if not f.done()]
+        if pending:
+            _done, late = await asyncio.wait(pending, timeout=grace)
+            for future in late:
+                future.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def run_scheduled(self) -> float:
         """The scheduler's job: refresh if due, and return seconds until the next run.
 
-        On success, the next run comes from :func:`schedule.refresh_at`. On a retryable failure,
-        exponential backoff with jitter; on a configuration error (wrong secret, IP not
-        whitelisted...) ``config_error_retry``; on a quota errcode, when the quota frees up.
+        On success, the next run comes from :func:`schedule.refresh_at`. After a failure, the
+        delay of :func:`policy.retry_delay` (backoff with jitter, ``config_error_retry``, or the
+        end of a quota pause); a deferred refresh runs again when the deferral ends.
         """
         trigger = Trigger.SCHEDULED if self._started else Trigger.STARTUP
         self._started = True
@@ -431,9 +653,9 @@ class TokenManager:
             return due_at - now
         try:
             outcome = await self.refresh(trigger, expected_version=self._record.version)
-        except (TokensvcError, Exception) as exc:
+        except Exception as exc:
             return self._retry_delay(exc)
-        self._failures = 0
+        self._failures, self._retry_at = 0, -math.inf
         if not outcome.refreshed:
             # WeChat (stable, normal mode) returned the same token, or another replica refreshed:
             # try again a little later rather than at once.
@@ -444,29 +666,26 @@ class TokenManager:
 
     def _retry_delay(self, exc: BaseException) -> float:
         now = self._clock.now()
-        if isinstance(exc, RefreshBlocked):
+        if isinstance(exc, RefreshDeferred):
             return max(schedule.MIN_DELAY, exc.until - now)
-        if isinstance(exc, WechatAPIError) and exc.kind is ErrorKind.CONFIG:
-            log.error(
-                "app %s: configuration error errcode=%s (%s); next try in %.0fs",
-                self.appid,
-                exc.errcode,
-                exc.errmsg,
-                self._policy.config_error_retry,
-            )
-            return self._policy.config_error_retry
-        if isinstance(exc, WechatAPIError) and exc.kind in (
-            ErrorKind.QUOTA_DAILY,
-            ErrorKind.QUOTA_MINUTE,
-        ):
-            return max(schedule.MIN_DELAY, (self._record.blocked_until or now) - now)
-        if not isinstance(exc, TokensvcError):
-            log.exception("app %s: unexpected error while refreshing", self.appid, exc_info=exc)
-        delay = schedule.backoff(
-            self._failures,
-            base=self._policy.retry_base,
-            maximum=self._policy.retry_max,
+        kind = policy.classify_failure(exc)
+        delay = policy.retry_delay(
+            kind,
+            failures=self._failures,
+            now=now,
+            pause_until=self._record.blocked_until,
+            retry_base=self._policy.retry_base,
+            retry_max=self._policy.retry_max,
+            config_error_retry=self._policy.config_error_retry,
             rand=self._rand,
         )
-        self._failures += 1
-        return max(0.05, delay)
+        if kind is FailureKind.CONFIG:
+            log.error(
+                "app %s: configuration error (%s); next try in %.0fs", self.appid, exc, delay
+            )
+        elif kind is FailureKind.UNEXPECTED:
+            log.exception("app %s: unexpected error while refreshing", self.appid, exc_info=exc)
+        if kind in (FailureKind.TRANSIENT, FailureKind.UNEXPECTED):
+            self._failures += 1
+        self._retry_at = now + delay
+        return delay

@@ -43,18 +43,39 @@ def serve_safety(rotation_window: float) -> float:
     return min(30.0, 0.1 * rotation_window)
 
 
-def caller_expires_in(
-    record: TokenRecord, *, now: float, next_refresh_at: float, rotation_window: float
-) -> int:
-    """How long (whole seconds) a caller may keep using the current token.
+def usable_until(
+    record: TokenRecord,
+    *,
+    now: float,
+    token_api: str,
+    planned_refresh_at: float,
+    next_refresh_at: float,
+    rotation_window: float,
+    store_reachable: bool,
+) -> float:
+    """Until when (UTC epoch seconds) callers may use the current token; ``-inf`` for none.
 
-    The lesser of its real remaining lifetime and the time until our next planned refresh plus
-    ``rotation_window`` (after which a classic token dies), minus :func:`serve_safety`; never
-    below zero. An overdue refresh counts as happening now.
+    A token proven dead is not usable at all. With the database reachable, this replica learns
+    of every new token, so the limit is the next refresh (an overdue one counts as now) plus
+    ``rotation_window``. Without it, another replica may already have refreshed: a classic token
+    is usable only until ``planned_refresh_at`` (from the row, as every replica
+    computes it) plus the window (WeChat kills it then), never
+    later because the refresh is overdue here. A stable token survives normal-mode refreshes,
+    so it is usable until it expires. Never past the token's own expiry.
     """
-    planned = max(next_refresh_at, now)
-    usable_until = min(record.expires_at or now, planned + rotation_window)
-    return max(0, math.floor(usable_until - now - serve_safety(rotation_window)))
+    if record.access_token is None or record.expires_at is None or record.dead_at is not None:
+        return -math.inf
+    if store_reachable:
+        return min(record.expires_at, max(next_refresh_at, now) + rotation_window)
+    if token_api == "classic":
+        return min(record.expires_at, planned_refresh_at + rotation_window)
+    return record.expires_at
+
+
+def caller_expires_in(until: float, *, now: float, rotation_window: float) -> int:
+    """How long (whole seconds) a caller may keep a token usable until ``until``: the time left
+    minus :func:`serve_safety`, never below zero."""
+    return max(0, math.floor(until - now - serve_safety(rotation_window)))
 
 
 def backoff(attempt: int, *, base: float, maximum: float, rand: Callable[[], float]) -> float:

@@ -24,6 +24,7 @@ class TokenState(enum.StrEnum):
     REFRESHING = "refreshing"
     RETRYING = "retrying"
     EXPIRED = "expired"
+    CONTESTED = "contested"
     MISCONFIGURED = "misconfigured"
 
 
@@ -45,20 +46,27 @@ class RefreshOutcome:
 
     ``reason``: ``"refreshed"``, ``"already_replaced"`` (the reported token was no longer the
     current one, or another replica refreshed), ``"still_valid"`` (WeChat's probe accepted the
-    reported token) or ``"unchanged"`` (stable normal mode returned the same token).
+    reported token, or WeChat handed the same token back), ``"unverified"`` (the probe could not
+    tell and the app's budget of unverified refreshes is spent) or ``"unchanged"`` (stable
+    normal mode returned the same token to a scheduled or operator refresh).
+    ``verified`` is False when the probe could not judge the reported token.
     """
 
     token: ServedToken
     refreshed: bool
     reason: str = "refreshed"
+    verified: bool = True
 
 
 @dataclass(frozen=True)
 class RefreshAttempt:
     """One refresh attempt that reached WeChat, for logs, events and metrics.
 
-    ``outcome`` is ``"success"``, ``"unchanged"`` (stable: same token) or ``"error"``;
-    ``latency`` seconds; ``at`` UTC epoch seconds; ``fingerprint`` of the new token or None.
+    ``outcome`` is ``"success"``, ``"unchanged"`` (stable: same token) or ``"error"`` for a call
+    to WeChat; ``"dead"`` (WeChat proved the token dead; ``fingerprint`` is the dead token's)
+    and ``"contested"`` (another system keeps killing the app's tokens) are notes that cost no
+    call (see :data:`UPSTREAM_OUTCOMES`). ``latency`` seconds; ``at`` UTC epoch seconds;
+    ``fingerprint`` of the new token or None.
     """
 
     appid: str
@@ -71,5 +79,8 @@ class RefreshAttempt:
     latency: float
     at: float
 
+
+UPSTREAM_OUTCOMES = frozenset({"success", "unchanged", "error"})
+"""The outcomes of :class:`RefreshAttempt` that were calls to WeChat's token API."""
 
 AttemptListener = Callable[[RefreshAttempt], None]

@@ -10,10 +10,9 @@ from typing import Any
 
 from aiohttp import web
 
-from tokensvc.clock import rfc3339
+from tokensvc.clock import Clock, rfc3339
 from tokensvc.errors import (
-    RefreshBlocked,
-    RefreshRateLimited,
+    RefreshDeferred,
     StoreUnavailable,
     TokenUnavailable,
     UpstreamError,
@@ -23,7 +22,7 @@ from tokensvc.tokens.manager import TokenManager
 from tokensvc.tokens.values import ServedToken, Trigger
 from tokensvc.web.auth import CLIENT_NAME
 from tokensvc.web.errors import json_error, read_json_object
-from tokensvc.web.keys import AUTH, CLOCK, MANAGERS, METRICS, PASSIVE_TALLY
+from tokensvc.web.keys import AUTH, CLOCK, MANAGERS, METRICS, PASSIVE_TALLY, SETTINGS
 from tokensvc.wechat.errcodes import TOKEN_ERRCODES
 
 MAX_REFRESH_BODY = 64 * 1024
@@ -58,9 +57,41 @@ def token_body(token: ServedToken) -> dict[str, Any]:
     }
 
 
-def unavailable(exc: TokenUnavailable) -> web.HTTPException:
-    """503 ``token_unavailable`` with the last errcode."""
-    return json_error(503, "token_unavailable", str(exc), errcode=exc.errcode)
+def _retry_after(at: float | None, clock: Clock) -> dict[str, str]:
+    """A ``Retry-After`` header (whole seconds, at least 1) for an instant, if known."""
+    if at is None or not math.isfinite(at):
+        return {}
+    return {"Retry-After": str(max(1, math.ceil(at - clock.now())))}
+
+
+def unavailable(exc: TokenUnavailable, clock: Clock) -> web.HTTPException:
+    """503 ``token_unavailable`` with the last errcode and ``Retry-After`` = the next attempt."""
+    return json_error(
+        503,
+        "token_unavailable",
+        str(exc),
+        errcode=exc.errcode,
+        headers=_retry_after(exc.retry_at, clock),
+    )
+
+
+def deferred(exc: RefreshDeferred, clock: Clock) -> web.HTTPException:
+    """503 ``token_unavailable`` for a refresh that may not call WeChat yet (``Retry-After``)."""
+    why = {
+        "quota_pause": f"refreshing {exc.appid} is paused after errcode {exc.errcode}",
+        "retry_schedule": f"{exc.appid} is failing; its next attempt is on its retry schedule",
+        "contested": (
+            f"another system keeps killing {exc.appid}'s tokens (contested); replacements "
+            "back off"
+        ),
+    }.get(exc.reason, str(exc))
+    return json_error(
+        503,
+        "token_unavailable",
+        f"no valid access_token for {exc.appid}: {why}",
+        errcode=exc.errcode,
+        headers=_retry_after(exc.until, clock),
+    )
 
 
 @routes.get("/v1/apps")
@@ -77,12 +108,19 @@ async def list_apps(request: web.Request) -> web.Response:
 
 @routes.get("/v1/apps/{appid}/token")
 async def get_token(request: web.Request) -> web.Response:
-    """200 with the current token (from memory); 503 ``token_unavailable`` when none is valid."""
+    """200 with the current token (from memory); 503 ``token_unavailable`` when none is valid.
+
+    A token WeChat proved dead is never served: while its replacement is under way the answer
+    waits for it, at most ``[wechat] timeout`` seconds.
+    """
     manager = authorised_manager(request)
     try:
         token = manager.current()
-    except TokenUnavailable as exc:
-        raise unavailable(exc) from None
+    except TokenUnavailable:
+        try:
+            token = await manager.current_or_wait(request.app[SETTINGS].wechat.timeout)
+        except TokenUnavailable as exc:
+            raise unavailable(exc, request.app[CLOCK]) from None
     request.app[METRICS].token_requests.labels(manager.appid, request[CLIENT_NAME]).inc()
     return web.json_response(token_body(token), headers=_NO_STORE)
 
@@ -91,8 +129,9 @@ async def get_token(request: web.Request) -> web.Response:
 async def refresh_token(request: web.Request) -> web.Response:
     """Passive refresh: body ``{"stale_token": str, "errcode": 40001|40014|42001 (optional)}``.
 
-    200 with the token body plus ``"refreshed"``; 429 with ``Retry-After`` when the app was
-    refreshed less than ``passive_min_interval`` ago; 503 when WeChat cannot give a token.
+    200 with the token body plus ``"refreshed"`` and ``"verified"`` (False when WeChat's probe
+    could not judge the claim); 503 ``token_unavailable`` with ``Retry-After`` when no valid
+    token can be had now (failing app, quota pause, contested app, WeChat error).
     """
     manager = authorised_manager(request)
     body = await read_json_object(request, MAX_REFRESH_BODY)
@@ -120,30 +159,15 @@ async def refresh_token(request: web.Request) -> web.Response:
         request.app[METRICS].passive.labels(manager.appid, outcome).inc()
         request.app[PASSIVE_TALLY].add(manager.appid, request[CLIENT_NAME], refreshed=refreshed)
 
+    clock = request.app[CLOCK]
     try:
         outcome = await manager.refresh_stale(stale, trigger=Trigger.PASSIVE)
-    except RefreshRateLimited as exc:
-        note("rate_limited")
-        retry_after = max(1, math.ceil(exc.retry_after))
-        raise json_error(
-            429,
-            "rate_limited",
-            f"app {manager.appid} was refreshed moments ago; retry in {retry_after}s",
-            headers={"Retry-After": str(retry_after)},
-        ) from None
-    except RefreshBlocked as exc:
+    except RefreshDeferred as exc:
         note("failed")
-        retry_after = max(1, math.ceil(exc.until - request.app[CLOCK].now()))
-        raise json_error(
-            503,
-            "token_unavailable",
-            f"refreshing {manager.appid} is paused after errcode {exc.errcode}",
-            errcode=exc.errcode,
-            headers={"Retry-After": str(retry_after)},
-        ) from None
+        raise deferred(exc, clock) from None
     except TokenUnavailable as exc:
         note("failed")
-        raise unavailable(exc) from None
+        raise unavailable(exc, clock) from None
     except (UpstreamError, StoreUnavailable) as exc:
         note("failed")
         errcode_out = exc.errcode if isinstance(exc, WechatAPIError) else None
@@ -152,8 +176,14 @@ async def refresh_token(request: web.Request) -> web.Response:
             "token_unavailable",
             f"refresh of {manager.appid} failed: {exc}",
             errcode=errcode_out,
+            headers=_retry_after(manager.next_refresh_at(), clock),
         ) from None
     note(outcome.reason, outcome.refreshed)
     return web.json_response(
-        {**token_body(outcome.token), "refreshed": outcome.refreshed}, headers=_NO_STORE
+        {
+            **token_body(outcome.token),
+            "refreshed": outcome.refreshed,
+            "verified": outcome.verified,
+        },
+        headers=_NO_STORE,
     )

@@ -17,7 +17,7 @@ from aiohttp import web
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from tokensvc.clock import Clock, SystemClock
+from tokensvc.clock import SystemClock
 from tokensvc.config import Settings
 from tokensvc.errors import StoreUnavailable
 from tokensvc.metrics import Metrics
@@ -51,11 +51,16 @@ log = logging.getLogger(__name__)
 MAX_REQUEST_BYTES = 1 << 20
 
 
-def create_app(settings: Settings, *, clock: Clock | None = None) -> web.Application:
-    """Build the tokensvc application; resources start with the app and stop with it."""
+def create_app(settings: Settings) -> web.Application:
+    """Build the tokensvc application; resources start with the app and stop with it.
+
+    It runs on the wall clock (:class:`SystemClock`): tests of time logic drive a
+    :class:`TokenManager` on a ``FakeClock`` directly, and integration tests shorten token
+    lifetimes instead.
+    """
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_REQUEST_BYTES)
     app[SETTINGS] = settings
-    app[CLOCK] = clock or SystemClock()
+    app[CLOCK] = SystemClock()
     app[AUTH] = Authenticator(settings.clients, settings.admin.key_sha256)
     app[METRICS] = Metrics()
     app[PASSIVE_TALLY] = PassiveTally(app[CLOCK])
@@ -126,7 +131,7 @@ async def _wechat_client(app: web.Application) -> AsyncIterator[None]:
             settings.wechat.timeout,
             observer=app[METRICS].observe_upstream,
         )
-        app[SENDER] = Sender(app[CLIENT])
+        app[SENDER] = Sender(app[CLIENT], token_wait=settings.wechat.timeout)
         yield
 
 
@@ -152,8 +157,8 @@ async def _managers(app: web.Application) -> AsyncIterator[None]:
     app[MANAGERS] = managers
     app[METRICS].watch_tokens(lambda: app[MANAGERS])
     yield
-    for manager in managers.values():
-        await manager.close()
+    grace = settings.wechat.timeout + 1
+    await asyncio.gather(*(manager.close(grace) for manager in managers.values()))
 
 
 async def _sync(app: web.Application) -> AsyncIterator[None]:
@@ -171,7 +176,9 @@ async def _sync(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _scheduler(app: web.Application) -> AsyncIterator[None]:
-    scheduler = RefreshScheduler(app[MANAGERS], app[CLOCK])
+    scheduler = RefreshScheduler(
+        app[MANAGERS], shutdown_grace=app[SETTINGS].wechat.timeout + 1
+    )
     scheduler.start()
     yield
     await scheduler.shutdown()

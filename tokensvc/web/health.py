@@ -26,20 +26,27 @@ async def readyz(request: web.Request) -> web.Response:
     """Readiness: 200 when the database answers and every app has a valid token.
 
     Otherwise 503 ``{"status": "not_ready", "database": "ok"|"unavailable",
-    "apps_without_token": [appid, ...]}``: a replica that lost its database still serves the
-    tokens it holds, but a load balancer should prefer the others.
+    "apps_without_token": [appid, ...], "contested": [appid, ...]}``: a replica that lost its
+    database still serves the tokens it holds, but a load balancer should prefer the others.
+    A contested app (another system keeps killing its tokens) is listed but does not make the
+    replica unready: every replica suffers it alike, and taking them out would help no one.
     """
     database_ok = True
     try:
         await asyncio.wait_for(request.app[STORE].ping(), READY_DB_TIMEOUT)
     except (StoreUnavailable, TimeoutError):
         database_ok = False
+    managers = request.app[MANAGERS]
+    contested = sorted(appid for appid, manager in managers.items() if manager.contested())
     missing = sorted(
-        appid for appid, manager in request.app[MANAGERS].items() if manager.served() is None
+        appid
+        for appid, manager in managers.items()
+        if manager.served() is None and appid not in contested
     )
     body = {
         "status": "ready" if database_ok and not missing else "not_ready",
         "database": "ok" if database_ok else "unavailable",
         "apps_without_token": missing,
+        "contested": contested,
     }
     return web.json_response(body, status=200 if body["status"] == "ready" else 503)

@@ -17,9 +17,10 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from tokensvc.clock import Clock
 from tokensvc.config import is_safe_proxy_path
 from tokensvc.errors import (
-    RefreshBlocked,
+    RefreshDeferred,
     StoreUnavailable,
     TokensvcError,
     TokenUnavailable,
@@ -30,10 +31,10 @@ from tokensvc.errors import (
 )
 from tokensvc.sender import JSCODE2SESSION_API, SendResult
 from tokensvc.tokens.manager import TokenManager
-from tokensvc.web.api import authorised_manager, unavailable
+from tokensvc.web.api import authorised_manager, deferred, unavailable
 from tokensvc.web.auth import CLIENT_NAME
 from tokensvc.web.errors import json_error, read_body, read_json_object
-from tokensvc.web.keys import METRICS, SENDER, SETTINGS
+from tokensvc.web.keys import CLOCK, METRICS, SENDER, SETTINGS
 from tokensvc.wechat.client import RawAnswer
 from tokensvc.wechat.messages import MESSAGE_ROUTES, BodyError, route_for_kind_hint
 
@@ -42,10 +43,13 @@ MAX_PROXY_BODY = 1 << 20
 routes = web.RouteTableDef()
 
 
-def upstream_failure(exc: TokensvcError, api: str) -> web.HTTPException:
+def upstream_failure(exc: TokensvcError, api: str, clock: Clock) -> web.HTTPException:
     """Map a failed proxied call to its HTTP answer (never resent by us)."""
     if isinstance(exc, TokenUnavailable):
-        return unavailable(exc)
+        return unavailable(exc, clock)
+    if isinstance(exc, RefreshDeferred):
+        # WeChat rejected the app's token and refused the call: nothing was done, retry later.
+        return deferred(exc, clock)
     if isinstance(exc, UpstreamTimeout):
         return json_error(
             504,
@@ -62,8 +66,6 @@ def upstream_failure(exc: TokensvcError, api: str) -> web.HTTPException:
         return json_error(502, "upstream_unavailable", f"{api}: {detail}")
     if isinstance(exc, UpstreamBadResponse) and exc.api == api:
         return json_error(502, "upstream_bad_response", str(exc))
-    if isinstance(exc, RefreshBlocked):
-        return json_error(503, "token_unavailable", str(exc), errcode=exc.errcode)
     if isinstance(exc, UpstreamError | StoreUnavailable):
         return json_error(
             503, "token_unavailable", f"the access_token could not be replaced: {exc}"
@@ -95,15 +97,15 @@ async def _proxied(
         return result
     except UpstreamTimeout as exc:
         outcome = "timeout"
-        raise upstream_failure(exc, api) from None
+        raise upstream_failure(exc, api, request.app[CLOCK]) from None
     except UpstreamUnavailable as exc:
         outcome = "unavailable"
-        raise upstream_failure(exc, api) from None
+        raise upstream_failure(exc, api, request.app[CLOCK]) from None
     except TokensvcError as exc:
         outcome = (
             "token_unavailable" if not isinstance(exc, UpstreamBadResponse) else "bad_response"
         )
-        raise upstream_failure(exc, api) from None
+        raise upstream_failure(exc, api, request.app[CLOCK]) from None
     finally:
         metrics.proxy.labels(manager.appid, client, api, outcome).inc()
         metrics.proxy_duration.labels(manager.appid, api).observe(time.monotonic() - started)

@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from tokensvc.clock import rfc3339
 from tokensvc.config import fingerprint
 from tokensvc.errors import (
-    RefreshBlocked,
+    RefreshDeferred,
     StoreUnavailable,
     TokensvcError,
     TokenUnavailable,
@@ -84,7 +84,7 @@ def _admin_manager(request: web.Request) -> TokenManager:
 
 
 def _action_failed(manager: TokenManager, exc: TokensvcError) -> web.HTTPException:
-    if isinstance(exc, RefreshBlocked):
+    if isinstance(exc, RefreshDeferred):
         return json_error(503, "refresh_failed", str(exc), errcode=exc.errcode)
     errcode = exc.errcode if isinstance(exc, WechatAPIError | TokenUnavailable) else None
     return json_error(
@@ -117,7 +117,7 @@ async def rotate(request: web.Request) -> web.Response:
     manager = _admin_manager(request)
     try:
         outcome = await manager.refresh(Trigger.OPERATOR)
-    except (UpstreamError, StoreUnavailable, RefreshBlocked, TokenUnavailable) as exc:
+    except (UpstreamError, StoreUnavailable, RefreshDeferred, TokenUnavailable) as exc:
         raise _action_failed(manager, exc) from None
     return _action_answer(outcome)
 
@@ -140,7 +140,7 @@ async def revoke(request: web.Request) -> web.Response:
         )
     try:
         outcome = await manager.revoke_leaked(request.app[SETTINGS].refresh.revoke_gap)
-    except (UpstreamError, StoreUnavailable, RefreshBlocked, TokenUnavailable) as exc:
+    except (UpstreamError, StoreUnavailable, RefreshDeferred, TokenUnavailable) as exc:
         raise _action_failed(manager, exc) from None
     return _action_answer(outcome, second_force_at=rfc3339(manager.revoke_second_at))
 
