@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import copy
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -12,66 +9,37 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from tests.support.config import (  # re-exported: tests import these from here
+    ADMIN_KEY,
+    AUTH,
+    CLASSIC_APPID,
+    CLIENT_KEY,
+    LIMITED_KEY,
+    SECRET_ENV,
+    SECRETS,
+    STABLE_APPID,
+    base_config,
+    merge,
+)
+from tests.support.service import wait_until
 from tokensvc.config import Settings, parse_settings
 from tokensvc.web.access_log import AccessLogger
 from tokensvc.web.app import create_app
-from tokensvc.web.auth import key_sha256
 from tokensvc.wechat.fake import FakeWechat, serve_fake
 
-CLASSIC_APPID = "wxclassic00000001"
-STABLE_APPID = "wxstable000000002"
-SECRETS = {CLASSIC_APPID: "classic-secret-5f0c2b7e9a", STABLE_APPID: "stable-secret-81d3e4a6c0"}
-SECRET_ENV = {"CLASSIC_SECRET": SECRETS[CLASSIC_APPID], "STABLE_SECRET": SECRETS[STABLE_APPID]}
-CLIENT_KEY = "client-key-a7b6c5d4e3f2a1b0"
-LIMITED_KEY = "limited-key-0f1e2d3c4b5a6978"
-ADMIN_KEY = "admin-key-99887766554433221100"
-AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
-
-
-def base_config(api_base: str, database_url: str) -> dict[str, Any]:
-    """A config document (as parsed TOML) for the two test apps and two clients."""
-    return {
-        "database": {"url": database_url},
-        "wechat": {"api_base": api_base, "timeout": 1.0, "rotation_window": 5},
-        "refresh": {
-            "retry_base": 0.1,
-            "retry_max": 0.5,
-            "config_error_retry": 30,
-            "sync_interval": 0.2,
-        },
-        "admin": {"key_sha256": key_sha256(ADMIN_KEY)},
-        "apps": [
-            {
-                "appid": CLASSIC_APPID,
-                "name": "Classic OA",
-                "kind": "official_account",
-                "token_api": "classic",
-                "secret_env": "CLASSIC_SECRET",
-            },
-            {
-                "appid": STABLE_APPID,
-                "name": "Stable MP",
-                "kind": "miniprogram",
-                "token_api": "stable",
-                "secret_env": "STABLE_SECRET",
-            },
-        ],
-        "clients": [
-            {"name": "orders", "key_sha256": key_sha256(CLIENT_KEY), "apps": ["*"]},
-            {"name": "limited", "key_sha256": key_sha256(LIMITED_KEY), "apps": [STABLE_APPID]},
-        ],
-    }
-
-
-def merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    """Deep-merge ``overrides`` into a copy of ``base`` (tables merge, other values replace)."""
-    out = copy.deepcopy(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge(out[key], value)
-        else:
-            out[key] = value
-    return out
+__all__ = [
+    "ADMIN_KEY",
+    "AUTH",
+    "CLASSIC_APPID",
+    "CLIENT_KEY",
+    "LIMITED_KEY",
+    "SECRETS",
+    "SECRET_ENV",
+    "STABLE_APPID",
+    "base_config",
+    "merge",
+    "wait_until",
+]
 
 
 @pytest.fixture
@@ -118,19 +86,3 @@ async def start_service() -> AsyncIterator[Callable[[Settings], Awaitable[TestCl
     yield start
     for client in clients:
         await client.close()
-
-
-async def wait_until(
-    predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05
-) -> None:
-    """Poll ``predicate`` until it is truthy; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)

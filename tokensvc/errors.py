@@ -5,8 +5,9 @@
     TokensvcError
     ├── ConfigError               the configuration file is wrong (names the key)
     ├── DatabaseInUse             another process holds the SQLite database
-    ├── StoreUnavailable          the database did not answer              (retryable)
-    ├── UpstreamError             talking to WeChat failed          (.retryable)
+    ├── StoreUnavailable          the database did not answer
+    ├── UpstreamError             talking to WeChat failed (what it means for the next try:
+    │                             tokensvc.tokens.policy.classify_failure)
     │   ├── UpstreamUnavailable   no connection was made: safe to retry
     │   ├── UpstreamTimeout       the request left, no answer: outcome unknown
     │   ├── UpstreamBadResponse   HTTP error status, malformed JSON, invalid fields
@@ -29,8 +30,6 @@ if TYPE_CHECKING:
 class TokensvcError(Exception):
     """Root of every error tokensvc raises on purpose."""
 
-    retryable: bool = False
-
 
 class ConfigError(TokensvcError):
     """The configuration is invalid; the message names the key and what is wrong."""
@@ -48,8 +47,6 @@ class DatabaseInUse(TokensvcError):
 class StoreUnavailable(TokensvcError):
     """The database failed or is unreachable; in-memory tokens are still served while valid."""
 
-    retryable = True
-
 
 class UpstreamError(TokensvcError):
     """A call to WeChat failed; ``api`` is the WeChat path (``/cgi-bin/token``)."""
@@ -62,8 +59,6 @@ class UpstreamError(TokensvcError):
 class UpstreamUnavailable(UpstreamError):
     """The connection failed: before sending (``request_sent`` False, safe to resend) or mid-way."""
 
-    retryable = True
-
     def __init__(self, api: str, message: str, *, request_sent: bool) -> None:
         super().__init__(api, message)
         self.request_sent = request_sent
@@ -72,13 +67,9 @@ class UpstreamUnavailable(UpstreamError):
 class UpstreamTimeout(UpstreamError):
     """The request was sent (or may have been) and no answer came: the outcome is unknown."""
 
-    retryable = True
-
 
 class UpstreamBadResponse(UpstreamError):
     """WeChat answered, but not with a usable answer (HTTP 5xx, malformed JSON, bad fields)."""
-
-    retryable = True
 
 
 class WechatAPIError(UpstreamError):
@@ -94,7 +85,6 @@ class WechatAPIError(UpstreamError):
         self.errmsg = errmsg
         self.rid = rid
         self.kind = kind
-        self.retryable = kind.retryable
 
 
 class TokenUnavailable(TokensvcError):

@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Callable
 
-from aiohttp.test_utils import TestClient
+import pytest
 
 from tests.conftest import AUTH, CLASSIC_APPID, STABLE_APPID, wait_until
-from tests.integration.test_token_api import ready
+from tests.support.service import Start, ready
 from tokensvc.config import Settings
+from tokensvc.tokens import schedule
 from tokensvc.wechat.fake import FakeWechat
 
-Start = Callable[[Settings], Awaitable[TestClient[Any, Any]]]
 
-
+@pytest.mark.slow
 async def test_steady_refresh_serves_only_valid_tokens_over_three_lifetimes(
     fake: FakeWechat, make_settings: Callable[..., Settings], start_service: Start
 ) -> None:
@@ -112,11 +111,12 @@ async def test_wrong_secret_is_a_configuration_error_not_a_retry_loop(
     fake.apps[STABLE_APPID] = "rotated-secret"
     client = await start_service(make_settings())
     await wait_until(lambda: fake.token_calls(CLASSIC_APPID) and fake.token_calls(STABLE_APPID))
-    await asyncio.sleep(1.0)
-    assert fake.token_calls(CLASSIC_APPID) == 1 and fake.token_calls(STABLE_APPID) == 1
     response = await client.get(f"/v1/apps/{CLASSIC_APPID}/token", headers=AUTH)
     assert response.status == 503
     assert (await response.json())["errcode"] == 40001
+    # the next attempt is config_error_retry (600 s) away, and the answer says so: no loop
+    assert 590 <= int(response.headers["Retry-After"]) <= 600
+    assert fake.token_calls(CLASSIC_APPID) == 1 and fake.token_calls(STABLE_APPID) == 1
     response = await client.get(f"/v1/apps/{STABLE_APPID}/token", headers=AUTH)
     assert (await response.json())["errcode"] == 40125
 
@@ -127,10 +127,11 @@ async def test_daily_quota_stops_calls(
     fake.inject("/cgi-bin/stable_token", "quota", times=None)
     client = await start_service(make_settings())
     await wait_until(lambda: fake.token_calls(STABLE_APPID) >= 1)
-    await asyncio.sleep(1.0)
-    assert fake.token_calls(STABLE_APPID) == 1
     response = await client.get(f"/v1/apps/{STABLE_APPID}/token", headers=AUTH)
     assert (await response.json())["errcode"] == 45009
+    midnight = schedule.next_quota_reset(time.time())
+    assert int(response.headers["Retry-After"]) == pytest.approx(midnight - time.time(), abs=2)
+    assert fake.token_calls(STABLE_APPID) == 1
     # a caller cannot push past the pause either
     response = await client.post(
         f"/v1/apps/{STABLE_APPID}/token/refresh", headers=AUTH, json={"stale_token": "x"}

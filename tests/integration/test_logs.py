@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Callable
 
 import pytest
-from aiohttp.test_utils import TestClient
 
 from tests.conftest import (
     ADMIN_KEY,
@@ -18,12 +16,10 @@ from tests.conftest import (
     SECRETS,
     STABLE_APPID,
 )
-from tests.integration.test_token_api import ready
+from tests.support.service import Start, ready
 from tokensvc.config import Settings, fingerprint
 from tokensvc.logs import quiet_sensitive_loggers
 from tokensvc.wechat.fake import FakeWechat
-
-Start = Callable[[Settings], Awaitable[TestClient[Any, Any]]]
 
 
 async def test_logs_hold_fingerprints_never_secrets_tokens_or_keys(

@@ -6,20 +6,18 @@ import asyncio
 import io
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import AUTH, CLASSIC_APPID, LIMITED_KEY, STABLE_APPID
-from tests.integration.test_token_api import ready
+from tests.support.service import Start, ready
 from tokensvc.config import Settings
 from tokensvc.logs import quiet_sensitive_loggers
 from tokensvc.web.keys import METRICS
 from tokensvc.wechat.fake import FAKE_QR_CODE, REFUSING_OPENID, FakeWechat
-
-Start = Callable[[Settings], Awaitable[TestClient[Any, Any]]]
 
 TEMPLATE = {
     "touser": "openid-1",

@@ -22,8 +22,10 @@ import aiohttp
 import pytest
 
 from tests.conftest import AUTH, CLASSIC_APPID, SECRET_ENV, SECRETS, STABLE_APPID, wait_until
+from tests.support.config import write_config
 from tests.support.postgres import PostgresCluster, find_bindir
-from tests.support.replicas import Replica, free_port, write_config
+from tests.support.replicas import Replica
+from tests.support.service import free_port
 from tokensvc.wechat.fake import FakeWechat
 
 APPIDS = (CLASSIC_APPID, STABLE_APPID)
@@ -117,6 +119,7 @@ async def wait_all_served(session: aiohttp.ClientSession, group: list[Replica]) 
     raise AssertionError("replicas did not all serve a token")
 
 
+@pytest.mark.slow
 async def test_random_kills_over_two_lifetimes_serve_no_invalid_token(
     fake: FakeWechat, replicas: list[Replica]
 ) -> None:
@@ -131,7 +134,12 @@ async def test_random_kills_over_two_lifetimes_serve_no_invalid_token(
             await report_stale(
                 session, replicas[0], appid, await get_token(session, replicas[0], appid)
             )
-        await asyncio.sleep(0.6)
+
+        async def all_replicas_serve_valid_tokens() -> bool:
+            tokens = [await get_token(session, r, a) for r in replicas for a in APPIDS]
+            return all(t is not None and fake.is_valid(t) for t in tokens)
+
+        await wait_until(all_replicas_serve_valid_tokens)  # the others learn it from the database
         start_calls = {a: fake.token_calls(a) for a in APPIDS}
         started = time.monotonic()
         duration = 2 * fake.ttl + 1

@@ -16,7 +16,9 @@ import aiohttp
 import pytest
 
 from tests.conftest import AUTH, CLASSIC_APPID, SECRET_ENV, SECRETS, STABLE_APPID
-from tests.support.replicas import Replica, free_port, write_config
+from tests.support.config import write_config
+from tests.support.replicas import Replica
+from tests.support.service import free_port
 from tokensvc.web.auth import key_sha256
 from tokensvc.wechat.fake import FakeWechat
 
@@ -109,7 +111,7 @@ def test_check_config_names_the_bad_key_and_never_the_secret(tmp_path: Path) -> 
         check=False,
     )
     assert ok.returncode == 0, ok.stderr
-    assert "config OK: 2 apps, 1 clients" in ok.stdout
+    assert "config OK: 2 apps, 2 clients" in ok.stdout
     assert SECRETS[CLASSIC_APPID] not in ok.stdout + ok.stderr
 
     env = {k: v for k, v in os.environ.items() if k not in SECRET_ENV}

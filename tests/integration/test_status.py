@@ -6,7 +6,7 @@ import asyncio
 import base64
 import dataclasses
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp.test_utils import TestClient
@@ -20,12 +20,11 @@ from tests.conftest import (
     STABLE_APPID,
     wait_until,
 )
-from tests.integration.test_token_api import ready
+from tests.support.service import Start, ready
 from tokensvc.config import AdminConfig, Settings, fingerprint
 from tokensvc.web.keys import EVENTS
 from tokensvc.wechat.fake import FakeWechat
 
-Start = Callable[[Settings], Awaitable[TestClient[Any, Any]]]
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +18,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import ADMIN_KEY, CLASSIC_APPID, CLIENT_KEY, SECRETS, STABLE_APPID
-from tests.integration.test_token_api import ready
+from tests.support.service import Start, ready
 from tokensvc.config import Settings
 from tokensvc.wechat.fake import FakeWechat
 
-Start = Callable[[Settings], Awaitable[TestClient[Any, Any]]]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 CHROMIUM_ARGS = [
     "--headless",

@@ -4,30 +4,13 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
-from aiohttp.test_utils import TestClient
-
-from tests.conftest import AUTH, CLASSIC_APPID, LIMITED_KEY, STABLE_APPID, wait_until
+from tests.conftest import AUTH, CLASSIC_APPID, LIMITED_KEY, STABLE_APPID
+from tests.support.service import Start, ready
 from tokensvc.config import Settings
 from tokensvc.wechat.fake import FakeWechat
-
-Start = Callable[[Settings], Awaitable[TestClient[Any, Any]]]
-
-
-async def ready(start_service: Start, settings: Settings) -> TestClient[Any, Any]:
-    client = await start_service(settings)
-    await wait_until(lambda: _all_served(client))
-    return client
-
-
-async def _all_served(client: TestClient[Any, Any]) -> bool:
-    for appid in (CLASSIC_APPID, STABLE_APPID):
-        response = await client.get(f"/v1/apps/{appid}/token", headers=AUTH)
-        if response.status != 200:
-            return False
-    return True
 
 
 async def test_token_answer_shape(

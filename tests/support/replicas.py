@@ -5,71 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 from pathlib import Path
 
 import aiohttp
 
-from tests.conftest import CLASSIC_APPID, CLIENT_KEY, SECRET_ENV, STABLE_APPID
-from tokensvc.web.auth import key_sha256
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def write_config(
-    path: Path,
-    *,
-    api_base: str,
-    port: int,
-    database_url: str,
-    rotation_window: float = 5,
-    extra: str = "",
-) -> Path:
-    """A config file for the two test apps and the ``orders`` client."""
-    path.write_text(f"""
-[server]
-host = "127.0.0.1"
-port = {port}
-
-[database]
-url = "{database_url}"
-
-[wechat]
-api_base = "{api_base}"
-timeout = 2
-rotation_window = {rotation_window}
-
-[refresh]
-retry_base = 0.2
-retry_max = 1
-sync_interval = 0.2
-
-{extra}
-
-[[apps]]
-appid = "{CLASSIC_APPID}"
-name = "Classic OA"
-kind = "official_account"
-token_api = "classic"
-secret_env = "CLASSIC_SECRET"
-
-[[apps]]
-appid = "{STABLE_APPID}"
-name = "Stable MP"
-kind = "miniprogram"
-secret_env = "STABLE_SECRET"
-
-[[clients]]
-name = "orders"
-key_sha256 = "{key_sha256(CLIENT_KEY)}"
-apps = ["*"]
-""")
-    return path
+from tests.support.config import SECRET_ENV
 
 
 class Replica:

@@ -169,5 +169,6 @@ def test_the_retired_passive_min_interval_says_what_to_do() -> None:
     message = error_of(merge(good(), {"refresh": {"passive_min_interval": 10}}))
     assert message.startswith("config: refresh.passive_min_interval: is no longer used: remove it")
     assert "unverified_budget" in message
-    assert parse(merge(good(), {"refresh": {"unverified_budget": 0}})).refresh.unverified_budget == 0
+    settings = parse(merge(good(), {"refresh": {"unverified_budget": 0}}))
+    assert settings.refresh.unverified_budget == 0
     assert "unverified_budget" in error_of(merge(good(), {"refresh": {"unverified_budget": -1}}))

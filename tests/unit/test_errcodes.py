@@ -36,11 +36,6 @@ def test_40001_on_a_token_endpoint_is_a_wrong_secret() -> None:
     assert classify(42001, token_endpoint=True) is ErrorKind.CONFIG
 
 
-def test_retryable_kinds() -> None:
-    assert ErrorKind.BUSY.retryable and ErrorKind.TOKEN.retryable
-    assert not ErrorKind.CONFIG.retryable and not ErrorKind.QUOTA_DAILY.retryable
-
-
 def test_rid_is_parsed_from_errmsg() -> None:
     assert (
         parse_rid("invalid credential rid: 6541a2f1-2b3c4d5e-0f1a2b3c")

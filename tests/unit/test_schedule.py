@@ -60,8 +60,14 @@ def test_no_token_is_due_at_once() -> None:
     )
 
 
-def until(rec: TokenRecord, now: float, next_refresh: float, *, reachable: bool = True,
-          token_api: str = "classic") -> float:
+def until(
+    rec: TokenRecord,
+    now: float,
+    next_refresh: float,
+    *,
+    reachable: bool = True,
+    token_api: str = "classic",  # noqa: S107
+) -> float:
     return schedule.usable_until(
         rec,
         now=now,

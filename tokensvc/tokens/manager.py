@@ -97,6 +97,7 @@ class TokenManager:
         self._not_before = 0.0
         self._valid_probe: tuple[str, float] | None = None
         self._store_reachable = True
+        self._last_lifetime = policy.DEFAULT_LIFETIME
         self._started = False
         self._has_token = asyncio.Event()
         self._changed = asyncio.Event()
@@ -132,11 +133,14 @@ class TokenManager:
         if (record.last_success_at or 0.0) > (old.last_success_at or 0.0):
             self._failures, self._retry_at = 0, -math.inf
         self._record = record
+        if record.lifetime:
+            self._last_lifetime = record.lifetime
         if record.access_token is not None:
             self._has_token.set()
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
-        if record.dead_at is not None and old.dead_at is None and self.on_due is not None:
+        dead_news = record.dead_at is not None and old.dead_at is None
+        if dead_news and self.on_due is not None and not self._lock.locked():
             self.on_due()
         return True
 
@@ -176,16 +180,19 @@ class TokenManager:
         error = record.last_error
         if error is None:
             return self._retry_at
-        floor = policy.error_retry_floor(
-            error.kind,
-            error.at,
-            retry_base=self._policy.retry_base,
-            config_error_retry=self._policy.config_error_retry,
-        )
+        floor = policy.error_retry_floor(error.kind, error.at, self._waits(record))
         return max(self._retry_at, floor)
 
     def _lifetime(self, record: TokenRecord) -> float:
-        return record.lifetime or policy.DEFAULT_LIFETIME
+        return record.lifetime or self._last_lifetime
+
+    def _waits(self, record: TokenRecord) -> policy.RetryWaits:
+        return policy.retry_waits(
+            self._lifetime(record),
+            retry_base=self._policy.retry_base,
+            retry_max=self._policy.retry_max,
+            config_error_retry=self._policy.config_error_retry,
+        )
 
     def _contest_not_before(self, record: TokenRecord) -> float:
         return policy.replacement_not_before(
@@ -220,7 +227,8 @@ class TokenManager:
             return served
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
-        while self._replacement_pending() and (remaining := deadline - loop.time()) > 0:
+        horizon = self._clock.now() + wait
+        while self._replacement_pending(horizon) and (remaining := deadline - loop.time()) > 0:
             try:
                 await asyncio.wait_for(self._changed.wait(), remaining)
             except TimeoutError:
@@ -230,11 +238,12 @@ class TokenManager:
                 return served
         raise self._unavailable()
 
-    def _replacement_pending(self) -> bool:
+    def _replacement_pending(self, horizon: float) -> bool:
+        """True when the dead current token is being replaced, or will be before ``horizon``."""
         record = self._record
         if record.dead_at is None:
             return False
-        return self._lock.locked() or self.next_refresh_at() <= self._clock.now()
+        return self._lock.locked() or self.next_refresh_at() <= horizon
 
     def _unavailable(self) -> TokenUnavailable:
         record = self._record
@@ -327,16 +336,21 @@ class TokenManager:
         :class:`UpstreamError` subclasses, :class:`StoreUnavailable`, and
         :class:`TokenUnavailable` when no token results.
         """
-        async with self._lock:
-            try:
-                async with self._store.lock(self.appid) as row:
-                    self._store_reachable = True
-                    return await self._refresh_locked(
-                        row, trigger, claim, expected_version, force_refresh
-                    )
-            except StoreUnavailable:
-                self._store_reachable = False
-                raise
+        try:
+            async with self._lock:
+                try:
+                    async with self._store.lock(self.appid) as row:
+                        self._store_reachable = True
+                        return await self._refresh_locked(
+                            row, trigger, claim, expected_version, force_refresh
+                        )
+                except StoreUnavailable:
+                    self._store_reachable = False
+                    raise
+        finally:
+            if self._record.dead_at is not None and self.on_due is not None:
+                # Still dead (the replacement failed or must wait): the scheduler takes over.
+                self.on_due()
 
     async def _refresh_locked(
         self,
@@ -365,6 +379,7 @@ class TokenManager:
                 return RefreshOutcome(self._served_or_raise(stored), False, "still_valid")
             if verdict is ClaimVerdict.PROVEN_DEAD:
                 marked = self._mark_dead(stored, trigger, now)
+                self.adopt(marked)  # stop serving it now; the row is written with the outcome
         deferral = self._deferral(marked, trigger, force_refresh, now)
         if verdict is ClaimVerdict.UNVERIFIED and (
             deferral is not None
@@ -674,15 +689,11 @@ class TokenManager:
             failures=self._failures,
             now=now,
             pause_until=self._record.blocked_until,
-            retry_base=self._policy.retry_base,
-            retry_max=self._policy.retry_max,
-            config_error_retry=self._policy.config_error_retry,
+            waits=self._waits(self._record),
             rand=self._rand,
         )
         if kind is FailureKind.CONFIG:
-            log.error(
-                "app %s: configuration error (%s); next try in %.0fs", self.appid, exc, delay
-            )
+            log.error("app %s: configuration error (%s); next try in %.0fs", self.appid, exc, delay)
         elif kind is FailureKind.UNEXPECTED:
             log.exception("app %s: unexpected error while refreshing", self.appid, exc_info=exc)
         if kind in (FailureKind.TRANSIENT, FailureKind.UNEXPECTED):

@@ -84,39 +84,62 @@ def quota_pause_until(exc: UpstreamError, now: float) -> float | None:
     return None
 
 
+@dataclass(frozen=True)
+class RetryWaits:
+    """Retry waits (seconds) for one token lifetime; see :func:`retry_waits`."""
+
+    base: float
+    maximum: float
+    config_error: float
+
+
+def retry_waits(
+    lifetime: float, *, retry_base: float, retry_max: float, config_error_retry: float
+) -> RetryWaits:
+    """The configured retry waits, scaled down for tokens shorter than WeChat's 2 hours.
+
+    The configured values are for a 7,200 s token; a shorter token gets proportionally
+    shorter waits (at most ``lifetime / 7200`` for the first backoff step, ``lifetime / 120``
+    for the longest, ``lifetime / 12`` after a configuration error), so retries keep pace with
+    the lifetime, as the classic refresh margin does.
+    """
+    return RetryWaits(
+        base=max(0.01, min(retry_base, lifetime / 7200)),
+        maximum=max(0.01, min(retry_max, lifetime / 120)),
+        config_error=max(0.1, min(config_error_retry, lifetime / 12)),
+    )
+
+
 def retry_delay(
     kind: FailureKind,
     *,
     failures: int,
     now: float,
     pause_until: float | None,
-    retry_base: float,
-    retry_max: float,
-    config_error_retry: float,
+    waits: RetryWaits,
     rand: Callable[[], float],
 ) -> float:
     """Seconds before the scheduler tries again after a failure of ``kind``.
 
     ``failures`` counts the transient failures before this one (0-based). Config errors wait
-    ``config_error_retry``; quota errors wait until ``pause_until``; the rest back off
+    ``waits.config_error``; quota errors wait until ``pause_until``; the rest back off
     exponentially with jitter (:func:`schedule.backoff`).
     """
     if kind is FailureKind.CONFIG:
-        return config_error_retry
+        return waits.config_error
     if kind is FailureKind.QUOTA and pause_until is not None:
         return max(schedule.MIN_DELAY, pause_until - now)
-    delay = schedule.backoff(failures, base=retry_base, maximum=retry_max, rand=rand)
-    return max(0.05, delay)
+    delay = schedule.backoff(failures, base=waits.base, maximum=waits.maximum, rand=rand)
+    return max(0.01, delay)
 
 
-def error_retry_floor(
-    error_kind: ErrorKind | None, error_at: float, *, retry_base: float, config_error_retry: float
-) -> float:
+def error_retry_floor(error_kind: ErrorKind | None, error_at: float, waits: RetryWaits) -> float:
     """The earliest retry after a stored error, as every replica can compute it from the row:
-    ``config_error_retry`` after a configuration error, ``retry_base`` after anything else."""
+    ``waits.config_error`` after a configuration error, half of ``waits.base`` (the shortest
+    jittered backoff) after anything else."""
     if error_kind is ErrorKind.CONFIG:
-        return error_at + config_error_retry
-    return error_at + retry_base
+        return error_at + waits.config_error
+    return error_at + waits.base / 2
 
 
 # ---- rule 3: contested apps ------------------------------------------------------------------

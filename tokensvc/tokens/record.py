@@ -184,6 +184,4 @@ class TokenRecord:
 
     def with_unverified_refresh(self, now: float) -> TokenRecord:
         """The record after spending one refresh on a claim the probe could not judge."""
-        return dataclasses.replace(
-            self, unverified_refreshes=_keep(self.unverified_refreshes, now)
-        )
+        return dataclasses.replace(self, unverified_refreshes=_keep(self.unverified_refreshes, now))

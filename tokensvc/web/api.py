@@ -81,8 +81,7 @@ def deferred(exc: RefreshDeferred, clock: Clock) -> web.HTTPException:
         "quota_pause": f"refreshing {exc.appid} is paused after errcode {exc.errcode}",
         "retry_schedule": f"{exc.appid} is failing; its next attempt is on its retry schedule",
         "contested": (
-            f"another system keeps killing {exc.appid}'s tokens (contested); replacements "
-            "back off"
+            f"another system keeps killing {exc.appid}'s tokens (contested); replacements back off"
         ),
     }.get(exc.reason, str(exc))
     return json_error(

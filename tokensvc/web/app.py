@@ -176,9 +176,7 @@ async def _sync(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _scheduler(app: web.Application) -> AsyncIterator[None]:
-    scheduler = RefreshScheduler(
-        app[MANAGERS], shutdown_grace=app[SETTINGS].wechat.timeout + 1
-    )
+    scheduler = RefreshScheduler(app[MANAGERS], shutdown_grace=app[SETTINGS].wechat.timeout + 1)
     scheduler.start()
     yield
     await scheduler.shutdown()

@@ -22,11 +22,6 @@ class ErrorKind(enum.Enum):
     QUOTA_MINUTE = "quota_minute"  # 45011: wait until the next minute
     PASSTHROUGH = "passthrough"  # business errors: hand to the caller unchanged
 
-    @property
-    def retryable(self) -> bool:
-        """True where trying again later (without changing anything) can succeed."""
-        return self in {ErrorKind.BUSY, ErrorKind.QUOTA_MINUTE, ErrorKind.TOKEN}
-
 
 TOKEN_ERRCODES = frozenset({40001, 40014, 42001})
 BUSY_ERRCODES = frozenset({-1, -1000})
