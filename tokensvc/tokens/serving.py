@@ -1,0 +1,275 @@
+"""TokenServing: one app's token as callers see it, from memory; the base of TokenManager.
+
+Holds the in-memory record and what this process knows beyond it (retry state, the last probe
+that accepted the token, whether the database answers), and answers every read without I/O:
+the token to serve and its ``expires_in`` (never a token WeChat proved dead), when the next
+refresh is due, and the app's state. :class:`~tokensvc.tokens.manager.TokenManager` adds the
+refresh path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import math
+import random
+from collections.abc import Callable
+
+from tokensvc.clock import Clock
+from tokensvc.config import AppConfig, RefreshConfig, WechatConfig
+from tokensvc.errors import TokenUnavailable
+from tokensvc.tokens import policy, schedule
+from tokensvc.tokens.record import TokenRecord
+from tokensvc.tokens.storage import TokenStorage
+from tokensvc.tokens.values import AttemptListener, RefreshOutcome, ServedToken, TokenState
+from tokensvc.wechat.client import WechatClient
+from tokensvc.wechat.errcodes import ErrorKind
+
+MIN_SERVE_SECONDS = 1.0
+"""A token with less than this left is not handed out (it could die on the way)."""
+
+
+class TokenServing:
+    """One app's token state in memory and every read of it; see the module docstring."""
+
+    def __init__(
+        self,
+        app: AppConfig,
+        *,
+        client: WechatClient,
+        store: TokenStorage,
+        clock: Clock,
+        wechat: WechatConfig,
+        refresh: RefreshConfig,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self.app = app
+        self.appid = app.appid
+        self._client = client
+        self._store = store
+        self._clock = clock
+        self._wechat = wechat
+        self._policy = refresh
+        self._rand = rand
+        self._record = TokenRecord(appid=app.appid)
+        self._lock = asyncio.Lock()
+        self._claims: dict[tuple[str, bool], asyncio.Future[RefreshOutcome]] = {}
+        self._failures = 0
+        self._retry_at = -math.inf
+        self._not_before = 0.0
+        self._valid_probe: tuple[str, float] | None = None
+        self._store_reachable = True
+        self._last_lifetime = policy.DEFAULT_LIFETIME
+        self._started = False
+        self._has_token = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._revoke_task: asyncio.Task[None] | None = None
+        self.revoke_second_at: float | None = None
+        self.listeners: list[AttemptListener] = []
+        self.on_due: Callable[[], None] | None = None
+        """Called when the token must be replaced before its planned time (the scheduler
+        re-arms this app's job)."""
+
+    # ---- reading ---------------------------------------------------------------------------
+
+    @property
+    def record(self) -> TokenRecord:
+        """The in-memory snapshot (never read from the database per request)."""
+        return self._record
+
+    def adopt(self, record: TokenRecord) -> bool:
+        """Take a record read from the database if it is not older than ours; True if changed.
+
+        Within one version a ``dead_at`` mark is never lost to an older read.
+        """
+        old = self._record
+        if record.version < old.version:
+            return False
+        if record.version == old.version and old.dead_at is not None and record.dead_at is None:
+            record = dataclasses.replace(record, dead_at=old.dead_at)
+        if record == old:
+            return False
+        if record.version > old.version:
+            self._not_before = 0.0
+            self._valid_probe = None
+        if (record.last_success_at or 0.0) > (old.last_success_at or 0.0):
+            self._failures, self._retry_at = 0, -math.inf
+        self._record = record
+        if record.lifetime:
+            self._last_lifetime = record.lifetime
+        if record.access_token is not None:
+            self._has_token.set()
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+        dead_news = record.dead_at is not None and old.dead_at is None
+        if dead_news and self.on_due is not None and not self._lock.locked():
+            self.on_due()
+        return True
+
+    def set_store_reachable(self, reachable: bool) -> None:
+        """Told by the replica sync whether the database answers (see :meth:`served`)."""
+        self._store_reachable = reachable
+
+    async def wait_for_token(self) -> None:
+        """Return once the app has had a token (fetched, loaded or adopted)."""
+        await self._has_token.wait()
+
+    def planned_refresh_at(self, record: TokenRecord | None = None) -> float:
+        """When the current token is planned to be replaced, from the record alone."""
+        return schedule.refresh_at(
+            record or self._record,
+            token_api=self.app.token_api,
+            rotation_window=self._wechat.rotation_window,
+            classic_margin=self._policy.classic_margin,
+        )
+
+    def next_refresh_at(self, record: TokenRecord | None = None) -> float:
+        """When the scheduler will next try (UTC epoch seconds): the plan, or at once for a
+        proven-dead token, held back by a failure's retry, a quota pause or the contest
+        backoff."""
+        record = record or self._record
+        planned = self.planned_refresh_at(record)
+        if record.dead_at is not None:
+            planned = min(planned, record.dead_at)
+        candidates = [planned, self._not_before, record.blocked_until or -math.inf]
+        if record.has_current_error():
+            candidates.append(self._retry_floor(record))
+        if record.dead_at is not None:
+            candidates.append(self._contest_not_before(record))
+        return max(candidates)
+
+    def _retry_floor(self, record: TokenRecord) -> float:
+        error = record.last_error
+        if error is None:
+            return self._retry_at
+        floor = policy.error_retry_floor(error.kind, error.at, self._waits(record))
+        return max(self._retry_at, floor)
+
+    def _lifetime(self, record: TokenRecord) -> float:
+        return record.lifetime or self._last_lifetime
+
+    def _waits(self, record: TokenRecord) -> policy.RetryWaits:
+        return policy.retry_waits(
+            self._lifetime(record),
+            retry_base=self._policy.retry_base,
+            retry_max=self._policy.retry_max,
+            config_error_retry=self._policy.config_error_retry,
+        )
+
+    def _contest_not_before(self, record: TokenRecord) -> float:
+        return policy.replacement_not_before(
+            record.early_deaths, self._clock.now(), self._lifetime(record)
+        )
+
+    def contested(self) -> bool:
+        """True when another system keeps killing this app's tokens (policy rule 3)."""
+        record = self._record
+        return policy.is_contested(record.early_deaths, self._clock.now(), self._lifetime(record))
+
+    def current(self) -> ServedToken:
+        """The token to hand to a caller, from memory.
+
+        Raises :class:`TokenUnavailable` (with the last errcode and the next attempt) when there
+        is no token, it has less than :data:`MIN_SERVE_SECONDS` left, or WeChat proved it dead:
+        such a token is never served.
+        """
+        served = self._serve(self._record)
+        if served is None:
+            raise self._unavailable()
+        return served
+
+    async def current_or_wait(self, wait: float) -> ServedToken:
+        """:meth:`current`, but when the token was proven dead and its replacement is under way
+        (here or on another replica), wait up to ``wait`` seconds for the new one.
+
+        Raises :class:`TokenUnavailable` when none comes in time or none is coming.
+        """
+        served = self._serve(self._record)
+        if served is not None:
+            return served
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        horizon = self._clock.now() + wait
+        while self._replacement_pending(horizon) and (remaining := deadline - loop.time()) > 0:
+            try:
+                await asyncio.wait_for(self._changed.wait(), remaining)
+            except TimeoutError:
+                break
+            served = self._serve(self._record)
+            if served is not None:
+                return served
+        raise self._unavailable()
+
+    def _replacement_pending(self, horizon: float) -> bool:
+        """True when the dead current token is being replaced, or will be before ``horizon``."""
+        record = self._record
+        if record.dead_at is None:
+            return False
+        return self._lock.locked() or self.next_refresh_at() <= horizon
+
+    def _unavailable(self) -> TokenUnavailable:
+        record = self._record
+        error = record.last_error if record.has_current_error() else None
+        errcode = error.errcode if error else None
+        if record.dead_at is not None:
+            reason = "WeChat rejected the current token; its replacement is pending"
+            if self.contested():
+                reason += " (contested: another system is refreshing this app's token)"
+        elif error is not None:
+            reason = f"last error: errcode {errcode}" if errcode is not None else error.errmsg
+        elif record.access_token is not None:
+            reason = "the token expired"
+        else:
+            reason = "no token fetched yet"
+        return TokenUnavailable(
+            self.appid,
+            errcode,
+            f"no valid access_token for {self.appid} ({reason})",
+            retry_at=self.next_refresh_at(),
+        )
+
+    def state(self) -> TokenState:
+        """Health in words: fresh, refreshing, retrying, contested, expired or misconfigured."""
+        record = self._record
+        if self._lock.locked():
+            return TokenState.REFRESHING
+        failing = record.has_current_error()
+        if failing and record.last_error is not None and record.last_error.kind is ErrorKind.CONFIG:
+            return TokenState.MISCONFIGURED
+        if self.contested():
+            return TokenState.CONTESTED
+        if self._serve(record) is None:
+            return TokenState.EXPIRED
+        return TokenState.RETRYING if failing else TokenState.FRESH
+
+    def served(self) -> ServedToken | None:
+        """The token :meth:`current` would hand out, or None when there is no valid one."""
+        return self._serve(self._record)
+
+    def _serve(self, record: TokenRecord) -> ServedToken | None:
+        now = self._clock.now()
+        until = schedule.usable_until(
+            record,
+            now=now,
+            token_api=self.app.token_api,
+            planned_refresh_at=self.planned_refresh_at(record),
+            next_refresh_at=self.next_refresh_at(record),
+            rotation_window=self._wechat.rotation_window,
+            store_reachable=self._store_reachable,
+        )
+        if record.access_token is None or record.expires_at is None:
+            return None
+        if until - now < MIN_SERVE_SECONDS:
+            return None
+        expires_in = schedule.caller_expires_in(
+            until, now=now, rotation_window=self._wechat.rotation_window
+        )
+        return ServedToken(
+            self.appid, record.access_token, expires_in, record.expires_at, record.version
+        )
+
+    def _served_or_raise(self, record: TokenRecord) -> ServedToken:
+        served = self._serve(record)
+        if served is None:
+            raise self._unavailable()
+        return served
