@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -41,10 +42,15 @@ async def test_storm_of_300_on_a_revoked_token_costs_one_upstream_call(
             body: dict[str, Any] = await response.json()
             return body
 
+        started = time.monotonic()
         answers = await asyncio.gather(*(report() for _ in range(300)))
+        served = await current(client, appid)
+        elapsed = time.monotonic() - started
+        assert served["access_token"] != old and fake.is_valid(served["access_token"])
         print(
             f"\nstorm on {appid}: 300 reports -> {fake.token_calls(appid) - calls_before} "
-            f"token call, {fake.count('/cgi-bin/getcallbackip') - probes_before} probe"
+            f"token call, {fake.count('/cgi-bin/getcallbackip') - probes_before} probe; "
+            f"kill to a valid token served {elapsed * 1000:.0f} ms"
         )
         assert fake.token_calls(appid) == calls_before + 1
         assert fake.count("/cgi-bin/getcallbackip") == probes_before + 1
