@@ -384,7 +384,7 @@ def parse_settings(
         retry_max=r.number("retry_max", defaults.retry_max, minimum=0.01),
         config_error_retry=r.number("config_error_retry", defaults.config_error_retry, minimum=1.0),
         unverified_budget=r.int_(
-            "unverified_budget", defaults.unverified_budget, minimum=0, maximum=1000
+            "unverified_budget", defaults.unverified_budget, minimum=0, maximum=30
         ),
         sync_interval=r.number("sync_interval", defaults.sync_interval, minimum=0.05),
         revoke_gap=r.number("revoke_gap", defaults.revoke_gap, minimum=0.1),

@@ -23,9 +23,15 @@ import pytest
 
 from tests.conftest import AUTH, CLASSIC_APPID, SECRET_ENV, SECRETS, STABLE_APPID, wait_until
 from tests.support.config import write_config
+from tests.support.fakes import APPID, ScriptedWechat, make_manager
 from tests.support.postgres import PostgresCluster, find_bindir
 from tests.support.replicas import Replica
 from tests.support.service import free_port
+from tokensvc.clock import FakeClock
+from tokensvc.errors import RefreshDeferred, TokenUnavailable, WechatAPIError
+from tokensvc.store.migrate import upgrade_to_head
+from tokensvc.store.repo import TokenStore, make_engine
+from tokensvc.wechat.errcodes import classify
 from tokensvc.wechat.fake import FakeWechat
 
 APPIDS = (CLASSIC_APPID, STABLE_APPID)
@@ -307,3 +313,37 @@ async def test_a_replica_killed_inside_the_row_lock_does_not_block_the_others(
     assert fake.is_valid(new) and new != old
     assert fake.token_calls(STABLE_APPID) == calls + 2  # the hung call and the survivor's
     assert took < 3
+
+
+async def test_what_a_failed_replacement_writes_survives_on_postgresql(database_url: str) -> None:
+    """The row lock is one transaction: a failure after the write must not roll the write back
+    (dead mark, error, backoff and quota pause are what the other replicas go by)."""
+    engine = make_engine(database_url)
+    try:
+        await upgrade_to_head(engine)
+        store = TokenStore(engine)
+        await store.ensure_apps([APPID])
+        clock, wechat = FakeClock(), ScriptedWechat()
+        one = make_manager(clock, wechat, store)  # type: ignore[arg-type]
+        two = make_manager(clock, wechat, store)  # type: ignore[arg-type]
+        await one.run_scheduled()
+        token = one.current().access_token
+        two.adopt((await store.load_all())[APPID])
+        wechat.kill(token)
+        wechat.fetch_script = [
+            WechatAPIError(
+                "/cgi-bin/token", 45009, "quota", None, classify(45009, token_endpoint=True)
+            )
+        ]
+        with pytest.raises(WechatAPIError):
+            await one.refresh_stale(token)
+        row = (await store.load_all())[APPID]
+        assert row.dead_at is not None and row.blocked_until is not None
+        assert row.last_error is not None and row.last_error.errcode == 45009
+        assert row.failures == 1 and row.retry_at is not None
+        assert two.adopt(row) and two.served() is None  # the other replica stops serving it
+        with pytest.raises((TokenUnavailable, RefreshDeferred)):
+            await two.refresh_stale(token)  # and respects the pause: no call
+        assert len(wechat.fetches) == 2
+    finally:
+        await engine.dispose()

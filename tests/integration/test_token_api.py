@@ -80,6 +80,11 @@ async def test_bad_input_answers(
     )
     await expect_error(await client.post(url, headers=json_headers, data=""), 400, "bad_request")
     await expect_error(await client.post(url, headers=json_headers, data="[1]"), 400, "bad_request")
+    for deep in ("[" * 60_000, '{"a":' * 10_000):  # RecursionError in the JSON parser
+        body = await expect_error(
+            await client.post(url, headers=json_headers, data=deep), 400, "bad_request"
+        )
+        assert "nested" in body["message"]
     body = await expect_error(await client.post(url, headers=AUTH, json={}), 400, "bad_request")
     assert "stale_token" in body["message"]
     body = await expect_error(

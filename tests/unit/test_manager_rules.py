@@ -4,6 +4,7 @@ in-memory store (no HTTP, no sleeps). Shipped ``[refresh]`` defaults throughout.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import UTC, datetime
 
 import pytest
@@ -12,7 +13,9 @@ from tests.support.fakes import APPID, MemoryStore, ScriptedWechat, make_manager
 from tokensvc.clock import FakeClock
 from tokensvc.errors import (
     RefreshDeferred,
+    TokensvcError,
     TokenUnavailable,
+    UpstreamBadResponse,
     UpstreamTimeout,
     WechatAPIError,
 )
@@ -401,3 +404,78 @@ async def test_close_lets_a_claim_in_flight_finish_and_save(
     await closing
     assert store.rows[APPID].access_token == "T2"  # WeChat's new token was saved
     assert (await report).refreshed
+
+
+# ---- found by review: wake-ups, backoff shared by every trigger, probe budget -----------------
+
+
+async def test_callers_cannot_push_a_failing_app_past_its_backoff(
+    clock: FakeClock, wechat: ScriptedWechat, store: MemoryStore
+) -> None:
+    manager = make_manager(clock, wechat, store)
+    token = await started(manager)
+    wechat.kill(token)
+    wechat.fetch_script = [wechat_error(-1)] * 10_000  # WeChat is busy for ten minutes
+    for _ in range(2400):  # a caller reports every 0.25 s, the scheduler runs when due
+        clock.advance(0.25)
+        with contextlib.suppress(TokensvcError):
+            await manager.refresh_stale(token)
+        if manager.next_refresh_at() <= clock.now():
+            await manager.run_scheduled()
+    calls = len(wechat.fetches) - 1
+    print(f"\n10 minutes of -1 with a report every 0.25 s: {calls} token calls")
+    assert calls <= 20  # backoff 1, 2, 4 ... 60 s, whoever triggers
+
+
+async def test_a_failing_probe_is_not_asked_for_every_claim(
+    clock: FakeClock, wechat: ScriptedWechat, store: MemoryStore
+) -> None:
+    manager = make_manager(clock, wechat, store)
+    await started(manager)
+    wechat.probe_fails_forever = busy_probe()
+    for _ in range(1000):  # a claim every 0.1 s for 100 s
+        clock.advance(0.1)
+        await manager.refresh_stale(manager.current().access_token)
+    assert wechat.probes <= 6  # 5 s, 10 s, 20 s, 40 s ... between probes
+    assert len(wechat.fetches) == 1 + 3  # the unverified budget
+
+
+async def test_a_token_the_proxy_proved_dead_is_not_served_while_its_claim_queues(
+    clock: FakeClock, wechat: ScriptedWechat, store: MemoryStore
+) -> None:
+    manager = make_manager(clock, wechat, store)
+    token = await started(manager)
+    clock.advance(6600)  # the scheduled refresh starts and holds the lock
+    wechat.gate = asyncio.Event()
+    scheduled = asyncio.create_task(manager.run_scheduled())
+    while len(wechat.fetches) < 2:
+        await asyncio.sleep(0)
+    wechat.kill(token)
+    claim = asyncio.create_task(manager.refresh_stale(token, trigger=Trigger.PROXY, verify=False))
+    await asyncio.sleep(0)
+    assert manager.served() is None  # not served while the claim waits for the lock
+    wechat.gate.set()
+    await scheduled
+    assert (await claim).token.access_token == "T2" and manager.current().access_token == "T2"
+
+
+async def test_a_stable_token_wechat_hands_back_after_a_proof_is_probed(
+    clock: FakeClock, wechat: ScriptedWechat, store: MemoryStore
+) -> None:
+    manager = make_manager(clock, wechat, store, token_api="stable")
+    token = await started(manager)
+    # a business API answered 40001 for another reason: the token is in fact alive
+    wechat.fetch_script = ["same"]
+    outcome = await manager.refresh_stale(token, trigger=Trigger.PROXY, verify=False)
+    assert outcome.token.access_token == token and manager.current().access_token == token
+    # really dead, and WeChat's normal mode keeps handing it back: a failure, with backoff
+    wechat.kill(token)
+    wechat.fetch_script = ["same"] * 100
+    with pytest.raises(UpstreamBadResponse):
+        await manager.refresh_stale(token, trigger=Trigger.PROXY, verify=False)
+    fetches = len(wechat.fetches)
+    for _ in range(100):
+        with contextlib.suppress(TokensvcError):
+            await manager.refresh_stale(token, trigger=Trigger.PROXY, verify=False)
+    assert len(wechat.fetches) == fetches  # callers wait for the backoff
+    assert manager.state() is TokenState.EXPIRED and store.rows[APPID].failures == 1

@@ -63,6 +63,9 @@ def _to_record(row: Any) -> TokenRecord:
         dead_at=row.dead_at,
         early_deaths=tuple(row.early_deaths or ()),
         unverified_refreshes=tuple(row.unverified_refreshes or ()),
+        failures=row.failures,
+        retry_at=row.retry_at,
+        revision=row.revision,
     )
 
 
@@ -86,6 +89,9 @@ def _to_values(record: TokenRecord) -> dict[str, Any]:
         "dead_at": record.dead_at,
         "early_deaths": list(record.early_deaths),
         "unverified_refreshes": list(record.unverified_refreshes),
+        "failures": record.failures,
+        "retry_at": record.retry_at,
+        "revision": record.revision,
     }
 
 

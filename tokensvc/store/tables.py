@@ -39,6 +39,9 @@ class AppToken(Base):
     dead_at: Mapped[float | None] = mapped_column(Double)
     early_deaths: Mapped[list[float] | None] = mapped_column(JSON)
     unverified_refreshes: Mapped[list[float] | None] = mapped_column(JSON)
+    failures: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
+    retry_at: Mapped[float | None] = mapped_column(Double)
+    revision: Mapped[int] = mapped_column(Integer, default=0, nullable=False)
 
 
 class RefreshEvent(Base):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import math
 import time
@@ -83,19 +84,27 @@ class TokenManager(TokenServing):
         :class:`UpstreamError` subclasses, :class:`StoreUnavailable`, and
         :class:`TokenUnavailable` when no token results.
         """
+        failure: TokensvcError | None = None
         try:
             async with self._lock:
                 try:
                     async with self._store.lock(self.appid) as row:
                         self._store_reachable = True
-                        return await self._refresh_locked(
-                            row, trigger, claim, expected_version, force_refresh
-                        )
+                        try:
+                            return await self._refresh_locked(
+                                row, trigger, claim, expected_version, force_refresh
+                            )
+                        except TokensvcError as exc:
+                            # Leave the block normally so the transaction commits what was
+                            # written (dead mark, error, pause, budget); raise after it.
+                            failure = exc
                 except StoreUnavailable:
                     self._store_reachable = False
                     raise
+            assert failure is not None
+            raise failure
         finally:
-            if self._record.dead_at is not None and self.on_due is not None:
+            if self._is_dead(self._record) and self.on_due is not None:
                 # Still dead (the replacement failed or must wait): the scheduler takes over.
                 self.on_due()
 
@@ -126,7 +135,7 @@ class TokenManager(TokenServing):
                 return RefreshOutcome(self._served_or_raise(stored), False, "still_valid")
             if verdict is ClaimVerdict.PROVEN_DEAD:
                 marked = self._mark_dead(stored, trigger, now)
-                self.adopt(marked)  # stop serving it now; the row is written with the outcome
+                self._proven_dead = stored.access_token  # not served from now on
         deferral = self._deferral(marked, trigger, force_refresh, now)
         if verdict is ClaimVerdict.UNVERIFIED and (
             deferral is not None
@@ -144,15 +153,11 @@ class TokenManager(TokenServing):
         if verdict is ClaimVerdict.UNVERIFIED:
             marked = marked.with_unverified_refresh(now)
         new, failure = await self._fetch(marked, trigger, force_refresh=force_refresh)
+        if failure is None and new.dead_at is not None:
+            new, failure = await self._same_dead_token(marked, new)
         await self._save(row, new)
-        # Raised only now, after the error was written for the status page.
         if failure is not None:
             raise failure
-        if claim is not None and new.dead_at is not None:
-            raise UpstreamBadResponse(
-                CLASSIC_TOKEN_API if self.app.token_api == "classic" else STABLE_TOKEN_API,
-                "WeChat returned the same token it had rejected; an operator may revoke it",
-            )
         refreshed = new.version != stored.version
         verified = verdict is not ClaimVerdict.UNVERIFIED
         if refreshed:
@@ -163,11 +168,51 @@ class TokenManager(TokenServing):
             reason = "unchanged"
         return RefreshOutcome(self._served_or_raise(new), refreshed, reason, verified)
 
+    async def _same_dead_token(
+        self, before: TokenRecord, granted: TokenRecord
+    ) -> tuple[TokenRecord, UpstreamError | None]:
+        """WeChat (stable, normal mode) handed back the token it had rejected: ask the probe.
+
+        Accepted: the proof was wrong (the rejection was about something else), the token is
+        alive again. Otherwise it stays dead and the attempt counts as a failure (backoff, no
+        success reset): only an operator's force refresh ("Revoke leaked token") can move on.
+        """
+        token = granted.access_token or ""
+        try:
+            alive = await self._client.probe(token)
+        except UpstreamError:
+            alive = False
+        if alive:
+            log.warning("app %s: WeChat accepts token %s again", self.appid, fingerprint(token))
+            self._proven_dead = None
+            return dataclasses.replace(granted, dead_at=None), None
+        api = CLASSIC_TOKEN_API if self.app.token_api == "classic" else STABLE_TOKEN_API
+        failure = UpstreamBadResponse(
+            api, "WeChat returned the same token it had rejected; an operator may revoke it"
+        )
+        return self._failed(before, failure, force=False), failure
+
+    def _failed(self, record: TokenRecord, exc: UpstreamError, *, force: bool) -> TokenRecord:
+        """The record after a failed attempt, with the next attempt every trigger respects."""
+        now = self._clock.now()
+        pause = policy.quota_pause_until(exc, now)
+        delay = policy.retry_delay(
+            policy.classify_failure(exc),
+            failures=record.failures,
+            now=now,
+            pause_until=None if force else pause,  # a force-mode pause holds force mode only
+            waits=self._waits(record),
+            rand=self._rand,
+        )
+        error = ErrorInfo.from_exception(exc, now)
+        return record.with_error(error, retry_at=now + delay, pause_until=pause, force=force)
+
     async def _save(self, row: LockedRecord, record: TokenRecord) -> None:
-        """Write and adopt; serve what WeChat issued even if the write failed (a classic
-        token's predecessor dies within the rotation window)."""
+        """Write (one revision more) and adopt; serve what WeChat issued even if the write
+        failed (a classic token's predecessor dies within the rotation window)."""
         if record == row.record:
             return
+        record = dataclasses.replace(record, revision=row.record.revision + 1)
         try:
             await row.save(record)
         finally:
@@ -184,11 +229,17 @@ class TokenManager(TokenServing):
             return ClaimVerdict.PROVEN_DEAD
         if self._probed_valid(claim.token):
             return ClaimVerdict.VALID
+        now = self._clock.now()
+        if now < self._probe_unknown_until:
+            return ClaimVerdict.UNVERIFIED  # the probe is failing: do not ask it again yet
         try:
             valid = await self._client.probe(claim.token)
         except UpstreamError as exc:
+            self._probe_failures += 1
+            self._probe_unknown_until = now + policy.probe_unknown_ttl(self._probe_failures)
             log.info("app %s: the probe could not judge a reported token (%s)", self.appid, exc)
             return ClaimVerdict.UNVERIFIED
+        self._probe_failures, self._probe_unknown_until = 0, -math.inf
         if valid:
             self._valid_probe = (claim.token, self._clock.now())
             log.info(
@@ -243,6 +294,8 @@ class TokenManager(TokenServing):
             paused = record.paused_until(force=force_refresh)
             if paused is not None and now < paused:
                 return policy.Deferral(paused, "quota_pause")
+            if record.has_current_error() and now < (retry_at := self._retry_floor(record)):
+                return policy.Deferral(retry_at, "retry_schedule")
             if record.dead_at is not None and now < (nb := self._contest_not_before(record)):
                 return policy.Deferral(nb, "contested")
             return None
@@ -266,11 +319,9 @@ class TokenManager(TokenServing):
                 self.appid, self.app.secret, self.app.token_api, force_refresh=force_refresh
             )
         except UpstreamError as exc:
-            now = self._clock.now()
-            error = ErrorInfo.from_exception(exc, now)
+            error = ErrorInfo.from_exception(exc, self._clock.now())
             self._emit(trigger, "error", error.errcode, error.errmsg, error.rid, None, started)
-            pause = policy.quota_pause_until(exc, now)
-            return stored.with_error(error, pause_until=pause, force=force_refresh), exc
+            return self._failed(stored, exc, force=force_refresh), exc
         new = stored.with_grant(
             grant,
             now=self._clock.now(),
@@ -349,6 +400,8 @@ class TokenManager(TokenServing):
             deferral = self._deferral(record, trigger, False, self._clock.now())
             if deferral is not None:
                 raise self._unavailable()
+        if not verify and record.access_token == stale_token:
+            self._proven_dead = stale_token  # WeChat's own answer: stop serving it at once
         key = (stale_token, verify)
         shared = self._claims.get(key)
         if shared is None:
@@ -417,7 +470,7 @@ class TokenManager(TokenServing):
             outcome = await self.refresh(trigger, expected_version=self._record.version)
         except Exception as exc:
             return self._retry_delay(exc)
-        self._failures, self._retry_at = 0, -math.inf
+        self._local_failures, self._local_retry_at = 0, -math.inf
         if not outcome.refreshed:
             # WeChat (stable, normal mode) returned the same token, or another replica refreshed:
             # try again a little later rather than at once.
@@ -431,19 +484,22 @@ class TokenManager(TokenServing):
         if isinstance(exc, RefreshDeferred):
             return max(schedule.MIN_DELAY, exc.until - now)
         kind = policy.classify_failure(exc)
-        delay = policy.retry_delay(
-            kind,
-            failures=self._failures,
-            now=now,
-            pause_until=self._record.blocked_until,
-            waits=self._waits(self._record),
-            rand=self._rand,
-        )
         if kind is FailureKind.CONFIG:
-            log.error("app %s: configuration error (%s); next try in %.0fs", self.appid, exc, delay)
+            log.error("app %s: configuration error (%s)", self.appid, exc)
         elif kind is FailureKind.UNEXPECTED:
             log.exception("app %s: unexpected error while refreshing", self.appid, exc_info=exc)
-        if kind in (FailureKind.TRANSIENT, FailureKind.UNEXPECTED):
-            self._failures += 1
-        self._retry_at = now + delay
+        record = self._record
+        if isinstance(exc, UpstreamError) and record.has_current_error() and record.retry_at:
+            return max(0.01, record.retry_at - now)  # written with the error: every replica's
+        # Not written (the database is down, or a bug): back off in this process.
+        delay = policy.retry_delay(
+            kind,
+            failures=self._local_failures,
+            now=now,
+            pause_until=None,
+            waits=self._waits(record),
+            rand=self._rand,
+        )
+        self._local_failures += 1
+        self._local_retry_at = now + delay
         return delay

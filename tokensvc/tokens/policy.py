@@ -133,13 +133,10 @@ def retry_delay(
     return max(0.01, delay)
 
 
-def error_retry_floor(error_kind: ErrorKind | None, error_at: float, waits: RetryWaits) -> float:
-    """The earliest retry after a stored error, as every replica can compute it from the row:
-    ``waits.config_error`` after a configuration error, half of ``waits.base`` (the shortest
-    jittered backoff) after anything else."""
-    if error_kind is ErrorKind.CONFIG:
-        return error_at + waits.config_error
-    return error_at + waits.base / 2
+def probe_unknown_ttl(failures: int) -> float:
+    """How long a probe that could not answer is not asked again (seconds): 5 s after the first
+    failure, doubling to 300 s while it keeps failing (the probe's own quota is finite too)."""
+    return min(300.0, PROBE_RESULT_TTL * 2.0 ** max(0, failures - 1))
 
 
 # ---- rule 3: contested apps ------------------------------------------------------------------

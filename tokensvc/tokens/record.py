@@ -61,6 +61,9 @@ class TokenRecord:
       stable with ``force_refresh`` false) and of stable force mode.
     - ``early_deaths``: when tokens died before their planned refresh (someone else holds the
       AppSecret); ``unverified_refreshes``: refreshes spent on claims the probe could not judge.
+    - ``failures``: failed attempts since the last success; ``retry_at``: the earliest next
+      attempt after the last failure (the backoff every replica and every trigger respects).
+    - ``revision`` grows with every write, so a replica never adopts an older read of the row.
     """
 
     appid: str
@@ -78,6 +81,9 @@ class TokenRecord:
     dead_at: float | None = None
     early_deaths: tuple[float, ...] = ()
     unverified_refreshes: tuple[float, ...] = ()
+    failures: int = 0
+    retry_at: float | None = None
+    revision: int = 0
 
     def remaining(self, now: float) -> float:
         """Seconds until the current token expires (0 when there is none)."""
@@ -131,7 +137,9 @@ class TokenRecord:
         unpaused = self.with_pause(None, force=force)
         expires_at = now + grant.expires_in
         if grant.access_token == self.access_token:
-            return dataclasses.replace(unpaused, expires_at=expires_at, last_success_at=now)
+            return dataclasses.replace(
+                unpaused, expires_at=expires_at, last_success_at=now, failures=0, retry_at=None
+            )
         previous_sha256 = previous_valid_until = None
         if self.access_token is not None and self.expires_at is not None:
             previous_sha256 = token_sha256(self.access_token)
@@ -149,12 +157,20 @@ class TokenRecord:
             previous_valid_until=previous_valid_until,
             last_success_at=now,
             dead_at=None,
+            failures=0,
+            retry_at=None,
         )
 
     def with_error(
-        self, error: ErrorInfo, *, pause_until: float | None = None, force: bool = False
+        self,
+        error: ErrorInfo,
+        *,
+        retry_at: float,
+        pause_until: float | None = None,
+        force: bool = False,
     ) -> TokenRecord:
-        """The record after a failed refresh (the token itself is unchanged).
+        """The record after a failed refresh (the token itself is unchanged): one more failure,
+        the next attempt not before ``retry_at``.
 
         ``pause_until`` (a quota errcode) pauses the mode that failed; any other error leaves
         existing pauses alone. The error is stamped strictly after ``last_success_at`` (by a
@@ -163,7 +179,9 @@ class TokenRecord:
         """
         if self.last_success_at is not None and error.at <= self.last_success_at:
             error = dataclasses.replace(error, at=self.last_success_at + 1e-6)
-        record = dataclasses.replace(self, last_error=error)
+        record = dataclasses.replace(
+            self, last_error=error, failures=self.failures + 1, retry_at=retry_at
+        )
         return record if pause_until is None else record.with_pause(pause_until, force=force)
 
     def with_pause(self, until: float | None, *, force: bool) -> TokenRecord:
@@ -171,6 +189,10 @@ class TokenRecord:
         if force:
             return dataclasses.replace(self, force_blocked_until=until)
         return dataclasses.replace(self, blocked_until=until)
+
+    def newer_than(self, other: TokenRecord) -> bool:
+        """True when this snapshot was written after ``other`` (by version, then revision)."""
+        return (self.version, self.revision) > (other.version, other.revision)
 
     def with_death(self, now: float, *, early: bool) -> TokenRecord:
         """The record after WeChat proved the current token dead at ``now``.

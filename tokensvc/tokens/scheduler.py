@@ -37,6 +37,7 @@ class RefreshScheduler:
         self._grace = shutdown_grace
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._stopping = False
 
     def start(self) -> None:
         """Start the scheduler; every app's first run is now (start-up refresh if needed)."""
@@ -46,22 +47,26 @@ class RefreshScheduler:
             self._arm(appid, 0.0)
 
     async def shutdown(self) -> None:
-        """Stop scheduling; let refreshes under way finish within the grace, cancel the rest."""
-        self._scheduler.shutdown(wait=False)
+        """Stop scheduling; let refreshes under way finish within the grace (a token WeChat
+        already issued is saved), cancel the rest, then stop APScheduler."""
+        self._stopping = True
+        self._scheduler.pause()  # no new runs; APScheduler's shutdown would cancel running ones
         for manager in self._managers.values():
             manager.on_due = None
         running = list(self._running.values())
-        if not running:
-            return
-        _done, late = await asyncio.wait(running, timeout=self._grace)
-        for task in late:
-            log.warning("a refresh did not finish within %.0fs of shutdown; cancelled", self._grace)
-            task.cancel()
-        await asyncio.gather(*running, return_exceptions=True)
+        if running:
+            _done, late = await asyncio.wait(running, timeout=self._grace)
+            for task in late:
+                log.warning(
+                    "a refresh did not finish within %.0fs of shutdown; cancelled", self._grace
+                )
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+        self._scheduler.shutdown(wait=False)
 
     def _wake(self, appid: str) -> None:
         """Run the app's job now, unless it is running (it re-arms itself when it ends)."""
-        if self._scheduler.running and appid not in self._running:
+        if not self._stopping and appid not in self._running:
             self._arm(appid, 0.0)
 
     def _arm(self, appid: str, delay: float) -> None:
@@ -91,7 +96,7 @@ class RefreshScheduler:
             delay = 5.0
         finally:
             self._running.pop(appid, None)
-        if self._scheduler.running:
+        if not self._stopping:
             self._arm(appid, delay)
 
 

@@ -10,7 +10,6 @@ refresh path.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import math
 import random
 from collections.abc import Callable
@@ -54,8 +53,11 @@ class TokenServing:
         self._record = TokenRecord(appid=app.appid)
         self._lock = asyncio.Lock()
         self._claims: dict[tuple[str, bool], asyncio.Future[RefreshOutcome]] = {}
-        self._failures = 0
-        self._retry_at = -math.inf
+        self._local_failures = 0  # failures that could not be written (database down, a bug)
+        self._local_retry_at = -math.inf
+        self._proven_dead: str | None = None  # proven dead, the mark not yet under the lock
+        self._probe_failures = 0
+        self._probe_unknown_until = -math.inf
         self._not_before = 0.0
         self._valid_probe: tuple[str, float] | None = None
         self._store_reachable = True
@@ -78,22 +80,19 @@ class TokenServing:
         return self._record
 
     def adopt(self, record: TokenRecord) -> bool:
-        """Take a record read from the database if it is not older than ours; True if changed.
+        """Take a record read from the database if it was written after ours; True if taken.
 
-        Within one version a ``dead_at`` mark is never lost to an older read.
+        An equal or older snapshot (a poll that read the row before our own write) is ignored.
         """
         old = self._record
-        if record.version < old.version:
-            return False
-        if record.version == old.version and old.dead_at is not None and record.dead_at is None:
-            record = dataclasses.replace(record, dead_at=old.dead_at)
-        if record == old:
+        if not record.newer_than(old):
             return False
         if record.version > old.version:
             self._not_before = 0.0
             self._valid_probe = None
+            self._proven_dead = None
         if (record.last_success_at or 0.0) > (old.last_success_at or 0.0):
-            self._failures, self._retry_at = 0, -math.inf
+            self._local_failures, self._local_retry_at = 0, -math.inf
         self._record = record
         if record.lifetime:
             self._last_lifetime = record.lifetime
@@ -132,18 +131,22 @@ class TokenServing:
         if record.dead_at is not None:
             planned = min(planned, record.dead_at)
         candidates = [planned, self._not_before, record.blocked_until or -math.inf]
-        if record.has_current_error():
+        if record.has_current_error() or self._local_failures:
             candidates.append(self._retry_floor(record))
         if record.dead_at is not None:
             candidates.append(self._contest_not_before(record))
         return max(candidates)
 
+    def _is_dead(self, record: TokenRecord) -> bool:
+        """True when WeChat proved the record's current token dead (marked, or about to be)."""
+        return record.dead_at is not None or (
+            self._proven_dead is not None and record.access_token == self._proven_dead
+        )
+
     def _retry_floor(self, record: TokenRecord) -> float:
-        error = record.last_error
-        if error is None:
-            return self._retry_at
-        floor = policy.error_retry_floor(error.kind, error.at, self._waits(record))
-        return max(self._retry_at, floor)
+        """The earliest next attempt after a failure: the row's ``retry_at`` (every replica and
+        trigger respects it), or this process's own backoff for failures it could not write."""
+        return max(record.retry_at or -math.inf, self._local_retry_at)
 
     def _lifetime(self, record: TokenRecord) -> float:
         return record.lifetime or self._last_lifetime
@@ -203,15 +206,15 @@ class TokenServing:
     def _replacement_pending(self, horizon: float) -> bool:
         """True when the dead current token is being replaced, or will be before ``horizon``."""
         record = self._record
-        if record.dead_at is None:
+        if not self._is_dead(record):
             return False
-        return self._lock.locked() or self.next_refresh_at() <= horizon
+        return self._lock.locked() or bool(self._claims) or self.next_refresh_at() <= horizon
 
     def _unavailable(self) -> TokenUnavailable:
         record = self._record
         error = record.last_error if record.has_current_error() else None
         errcode = error.errcode if error else None
-        if record.dead_at is not None:
+        if self._is_dead(record):
             reason = "WeChat rejected the current token; its replacement is pending"
             if self.contested():
                 reason += " (contested: another system is refreshing this app's token)"
@@ -257,7 +260,7 @@ class TokenServing:
             rotation_window=self._wechat.rotation_window,
             store_reachable=self._store_reachable,
         )
-        if record.access_token is None or record.expires_at is None:
+        if record.access_token is None or record.expires_at is None or self._is_dead(record):
             return None
         if until - now < MIN_SERVE_SECONDS:
             return None

@@ -91,6 +91,8 @@ async def read_json_object(request: web.Request, max_bytes: int) -> dict[str, An
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise json_error(400, "bad_request", "request body is not valid JSON") from None
+    except RecursionError:
+        raise json_error(400, "bad_request", "request body is nested too deeply") from None
     if not isinstance(body, dict):
         raise json_error(400, "bad_request", "request body must be a JSON object")
     return body
