@@ -37,6 +37,8 @@ def test_retry_waits_are_the_configured_ones_for_two_hour_tokens_and_scale_down(
     assert (waits.base, waits.maximum, waits.config_error) == (1, 60, 600)
     short = policy.retry_waits(60, retry_base=1, retry_max=60, config_error_retry=600)
     assert short.maximum == pytest.approx(0.5) and short.config_error == pytest.approx(5)
+    tiny = policy.retry_waits(4, retry_base=1, retry_max=60, config_error_retry=600)
+    assert (tiny.base, tiny.maximum, tiny.config_error) == (0.05, 0.5, 1.0)  # never hammers
 
 
 def test_a_quota_error_waits_for_its_pause_and_other_errors_do_not_lift_it() -> None:

@@ -93,6 +93,10 @@ class RetryWaits:
     config_error: float
 
 
+MIN_RETRY_WAITS = RetryWaits(base=0.05, maximum=0.5, config_error=1.0)
+"""The shortest waits :func:`retry_waits` gives, for any lifetime (seconds)."""
+
+
 def retry_waits(
     lifetime: float, *, retry_base: float, retry_max: float, config_error_retry: float
 ) -> RetryWaits:
@@ -101,12 +105,13 @@ def retry_waits(
     The configured values are for a 7,200 s token; a shorter token gets proportionally
     shorter waits (at most ``lifetime / 7200`` for the first backoff step, ``lifetime / 120``
     for the longest, ``lifetime / 12`` after a configuration error), so retries keep pace with
-    the lifetime, as the classic refresh margin does.
+    the lifetime, as the classic refresh margin does. Whatever the lifetime, the waits never
+    drop below :data:`MIN_RETRY_WAITS` (0.05 s, 0.5 s, 1 s): no retry loop hammers WeChat.
     """
     return RetryWaits(
-        base=max(0.01, min(retry_base, lifetime / 7200)),
-        maximum=max(0.01, min(retry_max, lifetime / 120)),
-        config_error=max(0.1, min(config_error_retry, lifetime / 12)),
+        base=max(MIN_RETRY_WAITS.base, min(retry_base, lifetime / 7200)),
+        maximum=max(MIN_RETRY_WAITS.maximum, min(retry_max, lifetime / 120)),
+        config_error=max(MIN_RETRY_WAITS.config_error, min(config_error_retry, lifetime / 12)),
     )
 
 
