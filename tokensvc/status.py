@@ -20,8 +20,8 @@ DAILY_LIMITS = {"classic": 2000, "stable": 500_000}
 
 
 CONTESTED_NOTICE = (
-    "Another system is refreshing this app's token with its AppSecret: find it and remove its "
-    "AppSecret. Until then tokensvc replaces killed tokens with a growing delay."
+    "Another system fetches this app's token with its AppSecret: find it and remove the "
+    "AppSecret there."
 )
 """What the status page says of a ``contested`` app."""
 
