@@ -79,9 +79,13 @@ async def test_a_fight_is_bounded_shown_as_contested_and_recovers(
     async def operator() -> None:
         while time.monotonic() - started < FIGHT_SECONDS + 1:
             status = await (await client.get("/v1/status", headers=ADMIN)).json()
-            state = next(a for a in status["apps"] if a["appid"] == CLASSIC_APPID)["state"]
+            app = next(a for a in status["apps"] if a["appid"] == CLASSIC_APPID)
+            state = app["state"]
             states.add(state)
+            if state == "fresh":
+                assert app["notice"] is None
             if state == "contested":
+                assert "remove the AppSecret" in app["notice"]
                 ready_while_contested.append((await client.get("/readyz")).status)
             await asyncio.sleep(0.2)
 
