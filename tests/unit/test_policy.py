@@ -88,17 +88,17 @@ def test_unverified_budget_counts_the_last_hour() -> None:
     assert not policy.unverified_allowed((), 0, budget=0)
 
 
-def test_caller_deferral_order() -> None:
+def test_deferral_order() -> None:
     base = {"now": 100.0, "mode_paused_until": None, "failing": False, "retry_at": -math.inf}
-    assert policy.caller_deferral(**base, contest_not_before=-math.inf) is None  # type: ignore[arg-type]
-    paused = policy.caller_deferral(  # type: ignore[arg-type]
+    assert policy.deferral(**base, contest_not_before=-math.inf) is None  # type: ignore[arg-type]
+    paused = policy.deferral(  # type: ignore[arg-type]
         **{**base, "mode_paused_until": 500.0, "failing": True, "retry_at": 200.0},
         contest_not_before=300.0,
     )
     assert paused == policy.Deferral(500.0, "quota_pause")
-    failing = policy.caller_deferral(  # type: ignore[arg-type]
+    failing = policy.deferral(  # type: ignore[arg-type]
         **{**base, "failing": True, "retry_at": 200.0}, contest_not_before=300.0
     )
     assert failing == policy.Deferral(200.0, "retry_schedule")
-    contested = policy.caller_deferral(**base, contest_not_before=300.0)  # type: ignore[arg-type]
+    contested = policy.deferral(**base, contest_not_before=300.0)  # type: ignore[arg-type]
     assert contested == policy.Deferral(300.0, "contested")

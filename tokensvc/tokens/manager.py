@@ -31,7 +31,7 @@ from tokensvc.errors import (
 from tokensvc.tokens import policy, schedule
 from tokensvc.tokens.claims import Claim, ClaimJudge
 from tokensvc.tokens.policy import ClaimVerdict, FailureKind
-from tokensvc.tokens.record import ErrorInfo, TokenRecord
+from tokensvc.tokens.record import TokenRecord
 from tokensvc.tokens.storage import LockedRecord
 from tokensvc.tokens.values import (
     RefreshOutcome,
@@ -39,9 +39,6 @@ from tokensvc.tokens.values import (
 )
 
 log = logging.getLogger(__name__)
-
-CALLER_TRIGGERS = frozenset({Trigger.PASSIVE, Trigger.PROXY})
-"""Triggers that come from callers: subject to rule 5 and the contest backoff."""
 
 
 class TokenManager(ClaimJudge):
@@ -169,20 +166,12 @@ class TokenManager(ClaimJudge):
     def _deferral(
         self, record: TokenRecord, trigger: Trigger, force_refresh: bool, now: float
     ) -> policy.Deferral | None:
+        """Why WeChat may not be called now; operators are never deferred."""
         if trigger is Trigger.OPERATOR:
             return None
-        if trigger not in CALLER_TRIGGERS:
-            paused = record.paused_until(force=force_refresh)
-            if paused is not None and now < paused:
-                return policy.Deferral(paused, "quota_pause")
-            if record.has_current_error() and now < (retry_at := self._retry_floor(record)):
-                return policy.Deferral(retry_at, "retry_schedule")
-            if record.dead_at is not None and now < (nb := self._contest_not_before(record)):
-                return policy.Deferral(nb, "contested")
-            return None
-        return policy.caller_deferral(
+        return policy.deferral(
             now=now,
-            mode_paused_until=record.paused_until(force=False),
+            mode_paused_until=record.paused_until(force=force_refresh),
             failing=record.has_current_error(),
             retry_at=self._retry_floor(record),
             contest_not_before=self._contest_not_before(record)
@@ -200,9 +189,11 @@ class TokenManager(ClaimJudge):
                 self.appid, self.app.secret, self.app.token_api, force_refresh=force_refresh
             )
         except UpstreamError as exc:
-            error = ErrorInfo.from_exception(exc, self._clock.now())
+            failed = self._failed(stored, exc, force=force_refresh)
+            error = failed.last_error
+            assert error is not None
             self._emit(trigger, "error", error.errcode, error.errmsg, error.rid, None, started)
-            return self._failed(stored, exc, force=force_refresh), exc
+            return failed, exc
         new = stored.with_grant(
             grant,
             now=self._clock.now(),

@@ -220,7 +220,7 @@ class Deferral:
     reason: str
 
 
-def caller_deferral(
+def deferral(
     *,
     now: float,
     mode_paused_until: float | None,
@@ -228,10 +228,11 @@ def caller_deferral(
     retry_at: float,
     contest_not_before: float,
 ) -> Deferral | None:
-    """Whether a refresh triggered by a caller (passive refresh, proxy) must wait; None if not.
+    """Whether a refresh (any trigger but an operator's) must wait; None if not.
 
-    A quota pause of the mode comes first, then the app's own retry schedule when its last
-    attempt failed (rule 5), then the contest backoff (rule 3).
+    A quota pause of the mode comes first, then the app's retry schedule when its last attempt
+    failed (rule 5: callers cannot push past it, and the scheduler runs when it ends), then the
+    contest backoff (rule 3).
     """
     if mode_paused_until is not None and now < mode_paused_until:
         return Deferral(mode_paused_until, "quota_pause")

@@ -61,7 +61,6 @@ class TokenServing:
         self._not_before = 0.0
         self._valid_probe: tuple[str, float] | None = None
         self._store_reachable = True
-        self._last_lifetime = policy.DEFAULT_LIFETIME
         self._started = False
         self._has_token = asyncio.Event()
         self._changed = asyncio.Event()
@@ -94,8 +93,6 @@ class TokenServing:
         if (record.last_success_at or 0.0) > (old.last_success_at or 0.0):
             self._local_failures, self._local_retry_at = 0, -math.inf
         self._record = record
-        if record.lifetime:
-            self._last_lifetime = record.lifetime
         if record.access_token is not None:
             self._has_token.set()
         changed, self._changed = self._changed, asyncio.Event()
@@ -149,7 +146,7 @@ class TokenServing:
         return max(record.retry_at or -math.inf, self._local_retry_at)
 
     def _lifetime(self, record: TokenRecord) -> float:
-        return record.lifetime or self._last_lifetime
+        return record.lifetime or policy.DEFAULT_LIFETIME
 
     def _waits(self, record: TokenRecord) -> policy.RetryWaits:
         return policy.retry_waits(
@@ -176,10 +173,7 @@ class TokenServing:
         is no token, it has less than :data:`MIN_SERVE_SECONDS` left, or WeChat proved it dead:
         such a token is never served.
         """
-        served = self._serve(self._record)
-        if served is None:
-            raise self._unavailable()
-        return served
+        return self._served_or_raise(self._record)
 
     async def current_or_wait(self, wait: float) -> ServedToken:
         """:meth:`current`, but when the token was proven dead and its replacement is under way
