@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import dataclasses
 import re
@@ -89,10 +88,12 @@ async def test_a_rejected_app_secret_shows_as_misconfigured(
 ) -> None:
     fake.apps[STABLE_APPID] = "the-real-secret-changed"
     client = await start_service(make_settings())
-    await wait_until(lambda: fake.token_calls(STABLE_APPID) >= 1)
-    await asyncio.sleep(0.2)
+
+    async def misconfigured() -> bool:
+        return bool(app_of(await status(client), STABLE_APPID)["state"] == "misconfigured")
+
+    await wait_until(misconfigured)
     stable = app_of(await status(client), STABLE_APPID)
-    assert stable["state"] == "misconfigured"
     assert stable["last_error"]["errcode"] == 40125 and stable["last_error"]["rid"]
     assert RFC3339.match(stable["last_error"]["at"])
     response = await client.get("/readyz")

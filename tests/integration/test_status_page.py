@@ -18,7 +18,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import ADMIN_KEY, CLASSIC_APPID, CLIENT_KEY, SECRETS, STABLE_APPID
-from tests.support.service import Start, ready
+from tests.support.service import Start, ready, wait_until
 from tokensvc.config import Settings
 from tokensvc.wechat.fake import FakeWechat
 
@@ -117,7 +117,13 @@ async def test_status_page_when_wechat_rejects_the_app_secret(
 ) -> None:
     fake.apps[STABLE_APPID] = "rotated-on-the-wechat-side"
     client = await start_service(make_settings())
-    await asyncio.sleep(0.5)
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+    async def misconfigured() -> bool:
+        status = await (await client.get("/v1/status", headers=admin)).json()
+        return any(a["state"] == "misconfigured" for a in status["apps"])
+
+    await wait_until(misconfigured)
     page = await open_status(browser, client)
     assert await row_text(page, STABLE_APPID, "state") == "misconfigured"
     error = await row_text(page, STABLE_APPID, "last_error")

@@ -18,8 +18,8 @@ async def test_shutdown_lets_a_refresh_in_flight_save_the_token_wechat_issued() 
     scheduler.start()
     await wait_until(lambda: wechat.fetches)
     stopping = asyncio.create_task(scheduler.shutdown())
-    await asyncio.sleep(0.05)
-    assert not stopping.done()  # waits for the fetch
+    await wait_until(lambda: not scheduler.scheduling)  # shutdown has begun...
+    assert not stopping.done()  # ...and waits for the fetch
     wechat.gate.set()
     await stopping
     assert store.rows[APPID].access_token == "T1"

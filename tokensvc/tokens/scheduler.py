@@ -64,6 +64,11 @@ class RefreshScheduler:
             await asyncio.gather(*running, return_exceptions=True)
         self._scheduler.shutdown(wait=False)
 
+    @property
+    def scheduling(self) -> bool:
+        """False once :meth:`shutdown` has begun: no run is started or re-armed after that."""
+        return not self._stopping
+
     def _wake(self, appid: str) -> None:
         """Run the app's job now, unless it is running (it re-arms itself when it ends)."""
         if not self._stopping and appid not in self._running:
