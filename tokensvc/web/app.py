@@ -72,6 +72,12 @@ def create_app(settings: Settings) -> web.Application:
     return app
 
 
+def _shutdown_grace(settings: Settings) -> float:
+    """Seconds a refresh under way may take at shutdown: one WeChat call, plus a second to save
+    the token it got."""
+    return settings.wechat.timeout + 1
+
+
 async def _database(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     with contextlib.ExitStack() as stack:
@@ -157,7 +163,7 @@ async def _managers(app: web.Application) -> AsyncIterator[None]:
     app[MANAGERS] = managers
     app[METRICS].watch_tokens(lambda: app[MANAGERS])
     yield
-    grace = settings.wechat.timeout + 1
+    grace = _shutdown_grace(settings)
     await asyncio.gather(*(manager.close(grace) for manager in managers.values()))
 
 
@@ -176,7 +182,7 @@ async def _sync(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _scheduler(app: web.Application) -> AsyncIterator[None]:
-    scheduler = RefreshScheduler(app[MANAGERS], shutdown_grace=app[SETTINGS].wechat.timeout + 1)
+    scheduler = RefreshScheduler(app[MANAGERS], shutdown_grace=_shutdown_grace(app[SETTINGS]))
     scheduler.start()
     yield
     await scheduler.shutdown()
