@@ -29,7 +29,7 @@ from tokensvc.store.migrate import upgrade_to_head
 from tokensvc.store.repo import TokenStore, make_engine
 from tokensvc.tokens.manager import TokenManager
 from tokensvc.tokens.scheduler import RefreshScheduler, sync_from_database
-from tokensvc.web import api, health, proxy, status
+from tokensvc.web import api, health, openapi, proxy, status
 from tokensvc.web.auth import Authenticator
 from tokensvc.web.errors import error_middleware
 from tokensvc.web.keys import (
@@ -67,6 +67,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.extend([_database, _events, _wechat_client, _managers, _sync, _scheduler])
     app.add_routes(api.routes)
     app.add_routes(health.routes)
+    app.add_routes(openapi.routes)
     app.add_routes(proxy.routes)
     app.add_routes(status.routes)
     return app
