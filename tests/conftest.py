@@ -25,6 +25,7 @@ from tests.support.service import wait_until
 from tokensvc.config import Settings, parse_settings
 from tokensvc.web.access_log import AccessLogger
 from tokensvc.web.app import create_app
+from tokensvc.web.server import TokensvcRunner
 from tokensvc.wechat.fake import FakeWechat, serve_fake
 
 __all__ = [
@@ -70,13 +71,22 @@ def make_settings(fake_url: str, tmp_path: Path) -> Callable[..., Settings]:
     return make
 
 
+class _TokensvcTestServer(TestServer):
+    """A test server with the production runner (its answers to malformed requests) and its
+    defaults (handlers are not cancelled when a client goes away, as in ``tokensvc serve``)."""
+
+    async def _make_runner(self, **kwargs: Any) -> TokensvcRunner:
+        kwargs.pop("handler_cancellation", None)
+        return TokensvcRunner(self.app, **kwargs)
+
+
 @pytest.fixture
 async def start_service() -> AsyncIterator[Callable[[Settings], Awaitable[TestClient[Any, Any]]]]:
     """``await start_service(settings)``: tokensvc on loopback; stopped at the end of the test."""
     clients: list[TestClient[Any, Any]] = []
 
     async def start(settings: Settings) -> TestClient[Any, Any]:
-        server = TestServer(create_app(settings))
+        server = _TokensvcTestServer(create_app(settings))
         await server.start_server(access_log_class=AccessLogger)  # the production access log
         client: TestClient[Any, Any] = TestClient(server)
         await client.start_server()

@@ -14,8 +14,6 @@ import secrets
 import sys
 from collections.abc import Sequence
 
-from aiohttp import web
-
 from tokensvc import __version__
 from tokensvc.config import Settings, load_settings
 from tokensvc.errors import ConfigError, TokensvcError
@@ -42,8 +40,8 @@ def _load(args: argparse.Namespace) -> Settings:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the server until SIGINT/SIGTERM."""
-    from tokensvc.web.access_log import AccessLogger
     from tokensvc.web.app import create_app
+    from tokensvc.web.server import serve
 
     settings = _load(args)
     log.info(
@@ -53,14 +51,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         len(settings.clients),
         settings.database.url.split("://")[0],
     )
-    web.run_app(
-        create_app(settings),
-        host=settings.server.host,
-        port=settings.server.port,
-        access_log_class=AccessLogger,
-        print=lambda *_: log.info(
-            "listening on http://%s:%s", settings.server.host, settings.server.port
-        ),
+    asyncio.run(
+        serve(
+            create_app(settings),
+            settings.server.host,
+            settings.server.port,
+            until=_wait_for_signal,
+            on_listening=lambda: log.info(
+                "listening on http://%s:%s", settings.server.host, settings.server.port
+            ),
+        )
     )
     return 0
 

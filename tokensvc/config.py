@@ -8,6 +8,7 @@ contains a secret. ``config.example.toml`` documents every key.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import re
 import tomllib
@@ -18,6 +19,7 @@ from typing import Any, Literal
 
 from tokensvc.errors import ConfigError
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 AppKind = Literal["official_account", "miniprogram"]
 TokenApi = Literal["stable", "classic"]
 
@@ -62,10 +64,28 @@ def fingerprint(value: str) -> str:
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """``[server]``: where the HTTP API listens."""
+    """``[server]``: where the HTTP API listens, and how long a request body may take.
+
+    - ``body_timeout``: seconds a client has to send a request body; past it 408.
+    - ``trusted_proxies``: addresses or networks of reverse proxies (TLS terminators) whose
+      ``Forwarded`` / ``X-Forwarded-Proto`` / ``X-Forwarded-Host`` headers are believed when
+      checking an operator action's ``Origin``. Empty: those headers are ignored.
+    """
 
     host: str = "127.0.0.1"
     port: int = 8080
+    body_timeout: float = 10.0
+    trusted_proxies: tuple[IPNetwork, ...] = ()
+
+    def trusts(self, peer: str | None) -> bool:
+        """True when ``peer`` (an IP address) is one of ``trusted_proxies``."""
+        if not self.trusted_proxies or not peer:
+            return False
+        try:
+            address = ipaddress.ip_address(peer)
+        except ValueError:
+            return False
+        return any(address in network for network in self.trusted_proxies)
 
 
 @dataclass(frozen=True)
@@ -145,7 +165,7 @@ DENIED_PROXY_PREFIXES = (
 """Never forwarded, whatever ``[proxy] allow`` says: token endpoints, quota resets, and the
 ``sns/`` APIs that take an AppSecret (tokensvc offers ``jscode2session`` itself)."""
 
-_PROXY_PATH_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$")
+_PROXY_SEGMENT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
 @dataclass(frozen=True)
@@ -154,16 +174,30 @@ class ProxyConfig:
 
     allow: tuple[str, ...] = DEFAULT_PROXY_ALLOW
 
+    def allowing_prefix(self, path: str) -> str | None:
+        """The ``allow`` prefix under which ``path`` (``cgi-bin/user/info``, already checked by
+        :func:`is_safe_proxy_path`) may be forwarded, or None. The deny-list wins, compared
+        without regard to case."""
+        lowered = path.lower()
+        if any(lowered.startswith(denied) for denied in DENIED_PROXY_PREFIXES):
+            return None
+        for prefix in self.allow:
+            if path == prefix.rstrip("/") or path.startswith(prefix):
+                return prefix
+        return None
+
     def allows(self, path: str) -> bool:
-        """True when ``path`` (``cgi-bin/user/info``) may be forwarded."""
-        if any(path.startswith(denied) for denied in DENIED_PROXY_PREFIXES):
-            return False
-        return any(path == prefix.rstrip("/") or path.startswith(prefix) for prefix in self.allow)
+        """True when ``path`` may be forwarded (see :meth:`allowing_prefix`)."""
+        return self.allowing_prefix(path) is not None
 
 
-def is_safe_proxy_path(path: str) -> bool:
-    """True for a plain API path: letters, digits, ``_ . / -``; no ``..`` or empty segments."""
-    return bool(_PROXY_PATH_RE.match(path)) and ".." not in path and "//" not in path
+def is_safe_proxy_path(path: str, *, prefix: bool = False) -> bool:
+    """True for a plain API path like ``cgi-bin/user/info``: ``/``-separated segments of
+    letters, digits, ``_ . -``, none empty and none starting with ``.`` (so no ``.`` or ``..``).
+    A ``prefix`` (an ``[proxy] allow`` entry) may end with ``/``."""
+    if prefix and path.endswith("/"):
+        path = path[:-1]
+    return bool(path) and all(_PROXY_SEGMENT_RE.match(segment) for segment in path.split("/"))
 
 
 @dataclass(frozen=True)
@@ -346,16 +380,24 @@ def parse_settings(
         raise ConfigError(unknown[0], "unknown section")
     warnings: list[str] = []
 
-    s = _Reader(raw.get("server", {}), "server", {"host", "port"})
+    s = _Reader(
+        raw.get("server", {}), "server", {"host", "port", "body_timeout", "trusted_proxies"}
+    )
     server = ServerConfig(
-        host=s.str_("host", "127.0.0.1"), port=s.int_("port", 8080, minimum=0, maximum=65535)
+        host=s.str_("host", "127.0.0.1"),
+        port=s.int_("port", 8080, minimum=0, maximum=65535),
+        body_timeout=s.number("body_timeout", 10.0, minimum=0.5),
+        trusted_proxies=_networks(s, "trusted_proxies"),
     )
 
     d = _Reader(raw.get("database", {}), "database", {"url", "auto_migrate"})
+    url_key = "TOKENSVC_DATABASE_URL" if env.get("TOKENSVC_DATABASE_URL") else "database.url"
     url = env.get("TOKENSVC_DATABASE_URL") or d.str_("url", DEFAULT_DATABASE_URL)
     if not url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
         raise ConfigError(
-            "database.url", 'must start with "sqlite+aiosqlite://" or "postgresql+asyncpg://"'
+            url_key,
+            'must start with "sqlite+aiosqlite:///" (one process) or "postgresql+asyncpg://" '
+            "(several replicas)",
         )
     database = DatabaseConfig(url=url, auto_migrate=d.bool_("auto_migrate", True))
 
@@ -398,7 +440,7 @@ def parse_settings(
     if not isinstance(allow, list) or not all(isinstance(p, str) for p in allow):
         raise ConfigError("proxy.allow", "must be a list of path prefixes")
     for prefix in allow:
-        if not is_safe_proxy_path(prefix):
+        if not is_safe_proxy_path(prefix, prefix=True):
             raise ConfigError(
                 "proxy.allow", f'"{prefix}" is not a path prefix like "cgi-bin/user/"'
             )
@@ -433,6 +475,23 @@ def parse_settings(
         clients=clients,
         warnings=tuple(warnings),
     )
+
+
+def _networks(r: _Reader, name: str) -> tuple[IPNetwork, ...]:
+    raw = r.table.get(name, [])
+    if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+        raise ConfigError(
+            r.key(name), 'must be a list of addresses or networks, e.g. ["10.0.0.0/8"]'
+        )
+    networks: list[IPNetwork] = []
+    for item in raw:
+        try:
+            networks.append(ipaddress.ip_network(item.strip(), strict=False))
+        except ValueError:
+            raise ConfigError(
+                r.key(name), f'"{item}" is not an IP address or network like "10.0.0.0/8"'
+            ) from None
+    return tuple(networks)
 
 
 def _parse_apps(
@@ -474,9 +533,11 @@ def _read_secret(r: _Reader, env: Mapping[str, str], base_dir: Path, warnings: l
     source = sources[0]
     if source == "secret_env":
         var = r.str_("secret_env")
-        value = env.get(var, "").strip()
-        if not value:
+        if var not in env:
             raise ConfigError(r.key("secret_env"), f"environment variable {var} is not set")
+        value = env[var].strip()
+        if not value:
+            raise ConfigError(r.key("secret_env"), f"environment variable {var} is set but empty")
     elif source == "secret_file":
         secret_path = Path(r.str_("secret_file"))
         if not secret_path.is_absolute():
@@ -489,6 +550,11 @@ def _read_secret(r: _Reader, env: Mapping[str, str], base_dir: Path, warnings: l
             ) from None
         if not value:
             raise ConfigError(r.key("secret_file"), f"{secret_path} is empty")
+        if secret_path.stat().st_mode & 0o044:
+            warnings.append(
+                f"config: {r.key('secret_file')}: {secret_path} is readable by other users; "
+                f"run: chmod 600 {secret_path}"
+            )
     else:
         value = r.str_("secret")
         warnings.append(

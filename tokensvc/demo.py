@@ -21,6 +21,7 @@ from tokensvc.web.access_log import AccessLogger
 from tokensvc.web.app import create_app
 from tokensvc.web.auth import key_sha256
 from tokensvc.web.keys import MANAGERS
+from tokensvc.web.server import TokensvcRunner
 from tokensvc.wechat.fake import FakeWechat, serve_fake
 
 OFFICIAL_APPID = "wxdemoofficial0001"
@@ -98,7 +99,7 @@ async def run_demo(
                 secrets_by_appid=app_secrets,
                 rotation_window=rotation_window,
             )
-            runner = web.AppRunner(create_app(settings), access_log_class=AccessLogger)
+            runner = TokensvcRunner(create_app(settings), access_log_class=AccessLogger)
             await runner.setup()
             try:
                 await web.TCPSite(runner, "127.0.0.1", port).start()

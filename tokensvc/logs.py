@@ -7,6 +7,34 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+_CONTROL_ESCAPES = {
+    **{c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)]},
+    ord("\n"): "\\n",
+    ord("\r"): "\\r",
+    ord("\t"): "\\t",
+    0x2028: "\\u2028",
+    0x2029: "\\u2029",
+}
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with control characters (and Unicode line separators) written as escapes, so a
+    value from a request (``/v1/apps/x%0a2026-...``) cannot start a forged log line."""
+    return text.translate(_CONTROL_ESCAPES)
+
+
+class TextFormatter(logging.Formatter):
+    """``time LEVEL logger: message``; the message's control characters are escaped (a
+    traceback, which is ours, keeps its lines)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        """The line, with :func:`escape_controls` applied to the message."""
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
+
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ``{"time", "level", "logger", "message"[, "exc"]}``."""
@@ -40,7 +68,7 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -1,7 +1,9 @@
 """Prometheus metrics (``prometheus-client``), one registry per application instance.
 
-Label values are appids, client names, WeChat API paths, triggers, outcomes and errcodes: never a
-token, secret or key.
+Label values are appids, client names, WeChat API names, triggers, outcomes and errcodes: never a
+token, secret or key, and never a value a request can choose. Every label comes from a bounded
+set: configured appids and client names, and for WeChat APIs the paths tokensvc itself calls,
+the ``[proxy] allow`` prefix a passthrough path matched (``/cgi-bin/user/``), or ``other``.
 """
 
 from __future__ import annotations
@@ -12,8 +14,20 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from tokensvc.config import DEFAULT_PROXY_ALLOW
+from tokensvc.sender import JSCODE2SESSION_API
 from tokensvc.tokens.manager import TokenManager
 from tokensvc.tokens.values import UPSTREAM_OUTCOMES, RefreshAttempt
+from tokensvc.wechat.client import CLASSIC_TOKEN_API, PROBE_API, STABLE_TOKEN_API
+from tokensvc.wechat.messages import MESSAGE_ROUTES
+
+OTHER_API = "other"
+"""The ``api`` label of a WeChat path outside every known API and allow-list prefix."""
+
+_KNOWN_APIS = frozenset(
+    {CLASSIC_TOKEN_API, STABLE_TOKEN_API, PROBE_API, JSCODE2SESSION_API}
+    | {route.api for route in MESSAGE_ROUTES.values()}
+)
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -52,7 +66,8 @@ class _TokenCollector(Collector):
 class Metrics:
     """The counters and histograms of one tokensvc instance; :meth:`render` for ``/metrics``."""
 
-    def __init__(self) -> None:
+    def __init__(self, proxy_allow: tuple[str, ...] = DEFAULT_PROXY_ALLOW) -> None:
+        self._allow_labels = tuple(("/" + prefix, prefix) for prefix in proxy_allow)
         self.registry = CollectorRegistry()
         r = self.registry
         self.refresh = Counter(
@@ -110,10 +125,22 @@ class Metrics:
         """Export per-app token gauges, read from the managers at scrape time."""
         self.registry.register(_TokenCollector(managers))
 
+    def api_label(self, api: str) -> str:
+        """The ``api`` label of a WeChat path (``/cgi-bin/user/info``): the path itself for the
+        APIs tokensvc calls on its own, else the ``[proxy] allow`` prefix it falls under
+        (``/cgi-bin/user/``), else ``other``. A bounded set, whatever paths clients send."""
+        if api in _KNOWN_APIS:
+            return api
+        for label, prefix in self._allow_labels:
+            if api.startswith(label) or api == label.rstrip("/"):
+                return "/" + prefix
+        return OTHER_API
+
     def observe_upstream(self, api: str, outcome: str, seconds: float) -> None:
         """The WeChat client's observer: one request to WeChat."""
-        self.upstream.labels(api, outcome).inc()
-        self.upstream_duration.labels(api).observe(seconds)
+        label = self.api_label(api)
+        self.upstream.labels(label, outcome).inc()
+        self.upstream_duration.labels(label).observe(seconds)
 
     def observe_refresh(self, attempt: RefreshAttempt) -> None:
         """A TokenManager listener: one refresh attempt, or a proven death."""

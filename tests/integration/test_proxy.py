@@ -277,16 +277,19 @@ async def test_passthrough_allow_list(fake: FakeWechat, service: TestClient[Any,
         "cgi-bin/clear_quota",
         "cgi-bin/nothing",
         "sns/jscode2session",
-        "cgi-bin/user/../token",
-        "cgi-bin//token",
+        "SNS/jscode2session",
     ):
         response = await service.get(f"/v1/apps/{CLASSIC_APPID}/wechat/{path}", headers=AUTH)
         assert response.status == 403, path
         assert (await response.json())["error"] == "path_not_allowed"
+    for path in ("cgi-bin//token", "cgi-bin/user/", "cgi-bin/user/info%3Fx"):
+        response = await service.get(f"/v1/apps/{CLASSIC_APPID}/wechat/{path}", headers=AUTH)
+        assert response.status == 400, path
+        assert "plain segments" in (await response.json())["message"]
     response = await service.delete(
         f"/v1/apps/{CLASSIC_APPID}/wechat/cgi-bin/user/info", headers=AUTH
     )
-    assert response.status == 405
+    assert response.status == 405 and response.headers["Allow"] == "GET, POST"
     assert fake.count("/cgi-bin/token") == 1  # only tokensvc's own start-up fetch
 
 

@@ -1,4 +1,5 @@
-"""One process per SQLite file: an exclusive ``flock`` on ``<database>.lock``.
+"""One process per SQLite file: an exclusive ``flock`` on ``<database>.lock``; and the file's
+permissions (it holds live tokens): created ``0600``, tightened to that if found wider.
 
 SQLite has no row locks a second process could coordinate on, so a second ``tokensvc serve`` on
 the same file would fetch tokens of its own and knock out the first one's (the problem tokensvc
@@ -9,13 +10,20 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
 from tokensvc.errors import DatabaseInUse
+
+log = logging.getLogger(__name__)
+
+SQLITE_COMPANIONS = ("", "-wal", "-shm", "-journal", ".lock")
+"""Suffixes of the files SQLite (and the process lock) keep beside the database file."""
 
 
 def sqlite_file(url: str) -> Path | None:
@@ -45,3 +53,27 @@ def exclusive_database(path: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def make_private(path: Path) -> None:
+    """Create the SQLite database file ``path`` readable by its owner only (``0600``) if it does
+    not exist, and tighten it and its companions (``-wal``, ``-shm``, ``.lock``) to that if they
+    are readable by others. SQLite creates its ``-wal`` and ``-shm`` files with the database
+    file's permissions. Raises :class:`OSError` when the file cannot be created.
+    """
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for suffix in SQLITE_COMPANIONS:
+        companion = path.with_name(path.name + suffix)
+        try:
+            mode = stat.S_IMODE(companion.stat().st_mode)
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            os.chmod(companion, mode & 0o700)
+            log.warning(
+                "%s was readable by other users (mode %o); it holds live access_tokens: "
+                "now %o",
+                companion,
+                mode,
+                mode & 0o700,
+            )

@@ -5,23 +5,17 @@ Handlers parse, call one TokenManager method and map domain errors to HTTP answe
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from aiohttp import web
 
-from tokensvc.clock import Clock, rfc3339
-from tokensvc.errors import (
-    RefreshDeferred,
-    StoreUnavailable,
-    TokenUnavailable,
-    UpstreamError,
-    WechatAPIError,
-)
+from tokensvc.clock import rfc3339
+from tokensvc.errors import TokensvcError, TokenUnavailable
 from tokensvc.tokens.manager import TokenManager
 from tokensvc.tokens.values import ServedToken, Trigger
 from tokensvc.web.auth import CLIENT_NAME
-from tokensvc.web.errors import json_error, read_json_object
+from tokensvc.web.body import read_json_object, string_field
+from tokensvc.web.errors import domain_error, json_error
 from tokensvc.web.keys import AUTH, CLOCK, MANAGERS, METRICS, PASSIVE_TALLY, SETTINGS
 from tokensvc.wechat.errcodes import TOKEN_ERRCODES
 
@@ -57,42 +51,6 @@ def token_body(token: ServedToken) -> dict[str, Any]:
     }
 
 
-def _retry_after(at: float | None, clock: Clock) -> dict[str, str]:
-    """A ``Retry-After`` header (whole seconds, at least 1) for an instant, if known."""
-    if at is None or not math.isfinite(at):
-        return {}
-    return {"Retry-After": str(max(1, math.ceil(at - clock.now())))}
-
-
-def unavailable(exc: TokenUnavailable, clock: Clock) -> web.HTTPException:
-    """503 ``token_unavailable`` with the last errcode and ``Retry-After`` = the next attempt."""
-    return json_error(
-        503,
-        "token_unavailable",
-        str(exc),
-        errcode=exc.errcode,
-        headers=_retry_after(exc.retry_at, clock),
-    )
-
-
-def deferred(exc: RefreshDeferred, clock: Clock) -> web.HTTPException:
-    """503 ``token_unavailable`` for a refresh that may not call WeChat yet (``Retry-After``)."""
-    why = {
-        "quota_pause": f"refreshing {exc.appid} is paused after errcode {exc.errcode}",
-        "retry_schedule": f"{exc.appid} is failing; its next attempt is on its retry schedule",
-        "contested": (
-            f"another system keeps killing {exc.appid}'s tokens (contested); replacements back off"
-        ),
-    }.get(exc.reason, str(exc))
-    return json_error(
-        503,
-        "token_unavailable",
-        f"no valid access_token for {exc.appid}: {why}",
-        errcode=exc.errcode,
-        headers=_retry_after(exc.until, clock),
-    )
-
-
 @routes.get("/v1/apps")
 async def list_apps(request: web.Request) -> web.Response:
     """The apps this client may use: ``{"apps": [{"appid", "name", "kind", "token_api"}]}``."""
@@ -119,7 +77,7 @@ async def get_token(request: web.Request) -> web.Response:
         try:
             token = await manager.current_or_wait(request.app[SETTINGS].wechat.timeout)
         except TokenUnavailable as exc:
-            raise unavailable(exc, request.app[CLOCK]) from None
+            raise domain_error(exc, request.app[CLOCK].now()) from None
     request.app[METRICS].token_requests.labels(manager.appid, request[CLIENT_NAME]).inc()
     return web.json_response(token_body(token), headers=_NO_STORE)
 
@@ -134,13 +92,7 @@ async def refresh_token(request: web.Request) -> web.Response:
     """
     manager = authorised_manager(request)
     body = await read_json_object(request, MAX_REFRESH_BODY)
-    stale = body.get("stale_token")
-    if not isinstance(stale, str) or not stale:
-        raise json_error(
-            400, "bad_request", "field stale_token is required: the token WeChat rejected"
-        )
-    if len(stale) > 2048:
-        raise json_error(400, "bad_request", "field stale_token is longer than 2048 characters")
+    stale = string_field(body, "stale_token", max_length=2048, hint="the token WeChat rejected")
     errcode = body.get("errcode")
     if errcode is not None:
         if isinstance(errcode, bool) or not isinstance(errcode, int):
@@ -158,24 +110,12 @@ async def refresh_token(request: web.Request) -> web.Response:
         request.app[METRICS].passive.labels(manager.appid, outcome).inc()
         request.app[PASSIVE_TALLY].add(manager.appid, request[CLIENT_NAME], refreshed=refreshed)
 
-    clock = request.app[CLOCK]
     try:
         outcome = await manager.refresh_stale(stale, trigger=Trigger.PASSIVE)
-    except RefreshDeferred as exc:
+    except TokensvcError as exc:
         note("failed")
-        raise deferred(exc, clock) from None
-    except TokenUnavailable as exc:
-        note("failed")
-        raise unavailable(exc, clock) from None
-    except (UpstreamError, StoreUnavailable) as exc:
-        note("failed")
-        errcode_out = exc.errcode if isinstance(exc, WechatAPIError) else None
-        raise json_error(
-            503,
-            "token_unavailable",
-            f"refresh of {manager.appid} failed: {exc}",
-            errcode=errcode_out,
-            headers=_retry_after(manager.next_refresh_at(), clock),
+        raise domain_error(
+            exc, request.app[CLOCK].now(), retry_at=manager.next_refresh_at()
         ) from None
     note(outcome.reason, outcome.refreshed)
     return web.json_response(

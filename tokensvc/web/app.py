@@ -24,7 +24,7 @@ from tokensvc.metrics import Metrics
 from tokensvc.sender import Sender
 from tokensvc.status import PassiveTally
 from tokensvc.store.events import EventLog
-from tokensvc.store.filelock import exclusive_database, sqlite_file
+from tokensvc.store.filelock import exclusive_database, make_private, sqlite_file
 from tokensvc.store.migrate import upgrade_to_head
 from tokensvc.store.repo import TokenStore, make_engine
 from tokensvc.tokens.manager import TokenManager
@@ -61,8 +61,8 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_REQUEST_BYTES)
     app[SETTINGS] = settings
     app[CLOCK] = SystemClock()
-    app[AUTH] = Authenticator(settings.clients, settings.admin.key_sha256)
-    app[METRICS] = Metrics()
+    app[AUTH] = Authenticator(settings.clients, settings.admin.key_sha256, settings.server)
+    app[METRICS] = Metrics(settings.proxy.allow)
     app[PASSIVE_TALLY] = PassiveTally(app[CLOCK])
     app.cleanup_ctx.extend([_database, _events, _wechat_client, _managers, _sync, _scheduler])
     app.add_routes(api.routes)
@@ -85,6 +85,12 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         database_file = sqlite_file(settings.database.url)
         if database_file is not None:
             stack.enter_context(exclusive_database(database_file))
+            try:
+                make_private(database_file)
+            except OSError as exc:
+                raise StoreUnavailable(
+                    f"cannot start: database file {database_file}: {exc.strerror}"
+                ) from None
         engine = make_engine(settings.database.url)
         try:
             store = TokenStore(engine)

@@ -10,7 +10,12 @@ which hash came close.
 Cross-site requests: a browser re-sends Basic credentials on its own, so an admin POST
 authenticated by Basic must also carry ``X-Requested-With: tokensvc`` (a header a foreign page
 cannot set without a CORS preflight, which tokensvc never grants) and, if the browser sends
-``Origin``, it must be this server's own.
+``Origin``, it must be this server's own: its scheme and host as the browser sees them, which
+behind a TLS-terminating proxy listed in ``[server] trusted_proxies`` come from the proxy's
+``Forwarded`` or ``X-Forwarded-Proto``/``X-Forwarded-Host`` headers.
+
+Keys are printable ASCII: an ``Authorization`` header holding anything else (non-UTF-8 bytes,
+control characters) is no key at all, so 401.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import hmac
 
 from aiohttp import web
 
-from tokensvc.config import ClientConfig
+from tokensvc.config import ClientConfig, ServerConfig
 from tokensvc.web.errors import json_error
 
 CSRF_HEADER = "X-Requested-With"
@@ -36,21 +41,48 @@ def key_sha256(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def bearer_key(request: web.Request) -> str | None:
-    """The key from ``Authorization: Bearer <key>``, or None."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() != "bearer" or not value.strip():
+def _plausible_key(value: str) -> str | None:
+    """``value`` stripped, if it could be a key (printable ASCII, at most 512 characters)."""
+    value = value.strip()
+    if not value or len(value) > 512 or not value.isascii() or not value.isprintable():
         return None
-    return value.strip()
+    return value
+
+
+def bearer_key(request: web.Request) -> str | None:
+    """The key from ``Authorization: Bearer <key>``, or None (absent, other scheme, or bytes no
+    key can hold: non-ASCII, control characters)."""
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return _plausible_key(value)
+
+
+def basic_password(request: web.Request) -> str | None:
+    """The password of ``Authorization: Basic <base64(user:password)>``, or None (absent, other
+    scheme, not base64, not UTF-8, not a plausible key)."""
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "basic" or not value.isascii():
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return _plausible_key(decoded.partition(":")[2])
 
 
 class Authenticator:
     """Matches presented keys to configured clients and to the admin key."""
 
-    def __init__(self, clients: tuple[ClientConfig, ...], admin_key_sha256: str | None) -> None:
+    def __init__(
+        self,
+        clients: tuple[ClientConfig, ...],
+        admin_key_sha256: str | None,
+        server: ServerConfig | None = None,
+    ) -> None:
         self._clients = clients
         self._admin = admin_key_sha256
+        self._server = server or ServerConfig()
 
     def client_for_key(self, key: str) -> ClientConfig | None:
         """The client whose key hash matches ``key`` (checks every client, constant time)."""
@@ -107,21 +139,15 @@ class Authenticator:
                 "operator endpoints are off: set [admin] key_sha256 "
                 "(tokensvc keygen prints a key and the line)",
             )
-        header = request.headers.get("Authorization", "")
-        scheme, _, value = header.partition(" ")
-        key: str | None = None
-        via_basic = scheme.lower() == "basic"
-        if scheme.lower() == "bearer":
-            key = value.strip() or None
-        elif via_basic:
-            try:
-                _, _, key = base64.b64decode(value.strip(), validate=True).decode().partition(":")
-            except (binascii.Error, UnicodeDecodeError):
-                key = None
+        key = bearer_key(request)
+        via_basic = False
+        if key is None:
+            key = basic_password(request)
+            via_basic = key is not None
         if key is not None and self.is_admin_key(key):
             request[CLIENT_NAME] = "admin"
             if via_basic and request.method not in ("GET", "HEAD"):
-                _check_same_site(request)
+                self._check_same_site(request)
             return
         if key is not None and not via_basic and self.client_for_key(key) is not None:
             raise json_error(403, "forbidden", "client keys cannot use operator endpoints")
@@ -132,12 +158,40 @@ class Authenticator:
             headers={"WWW-Authenticate": 'Basic realm="tokensvc operators", charset="UTF-8"'},
         )
 
+    def _check_same_site(self, request: web.Request) -> None:
+        if request.headers.get(CSRF_HEADER) != CSRF_VALUE:
+            raise json_error(
+                403,
+                "forbidden",
+                f"send the header {CSRF_HEADER}: {CSRF_VALUE} with operator actions",
+            )
+        origin = request.headers.get("Origin")
+        if origin is not None and origin != self.public_origin(request):
+            raise json_error(
+                403,
+                "forbidden",
+                "cross-site operator action refused (behind a TLS-terminating proxy, list it "
+                "in [server] trusted_proxies)",
+            )
 
-def _check_same_site(request: web.Request) -> None:
-    if request.headers.get(CSRF_HEADER) != CSRF_VALUE:
-        raise json_error(
-            403, "forbidden", f"send the header {CSRF_HEADER}: {CSRF_VALUE} with operator actions"
-        )
-    origin = request.headers.get("Origin")
-    if origin is not None and origin != f"{request.scheme}://{request.host}":
-        raise json_error(403, "forbidden", "cross-site operator action refused")
+    def public_origin(self, request: web.Request) -> str:
+        """``scheme://host`` as the browser sees this server.
+
+        From a peer in ``[server] trusted_proxies``, the first ``Forwarded`` element's
+        ``proto``/``host`` (RFC 7239), else ``X-Forwarded-Proto``/``X-Forwarded-Host``, override
+        the connection's own scheme and ``Host``; from anyone else those headers are ignored.
+        """
+        scheme, host = request.scheme, request.host
+        if self._server.trusts(request.remote):
+            forwarded = request.forwarded[0] if request.forwarded else {}
+            scheme = forwarded.get("proto") or _first(
+                request.headers.get("X-Forwarded-Proto"), scheme
+            )
+            host = forwarded.get("host") or _first(request.headers.get("X-Forwarded-Host"), host)
+        return f"{scheme.lower()}://{host}"
+
+
+def _first(header: str | None, default: str) -> str:
+    """The first comma-separated value of a forwarding header, or ``default``."""
+    value = (header or "").split(",")[0].strip()
+    return value or default

@@ -1,17 +1,33 @@
 """JSON errors for every endpoint: ``{"error": "<code>", "message": "<sentence>"}``.
 
-The middleware turns aiohttp's own errors (404, 405, 413) and any unexpected exception into that
-shape: never a traceback, never an HTML page.
+- :func:`json_error` builds one.
+- :func:`domain_error` is the one mapping from tokensvc's exceptions (:mod:`tokensvc.errors`)
+  to HTTP answers, for every route.
+- :func:`error_middleware` turns aiohttp's own errors (404, 405, 413) into that shape, maps any
+  domain error a handler let through, and answers anything unexpected with a 500 that names
+  nothing: never a traceback, never an HTML page.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
+
+from tokensvc.errors import (
+    RefreshDeferred,
+    TokensvcError,
+    TokenUnavailable,
+    UpstreamBadResponse,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    WechatAPIError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +39,7 @@ _CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "payload_too_large",
     415: "unsupported_media_type",
     429: "rate_limited",
@@ -42,6 +59,72 @@ def json_error(
     return exc
 
 
+def retry_after(at: float | None, now: float) -> dict[str, str]:
+    """A ``Retry-After`` header (whole seconds, at least 1) for the instant ``at``, if known."""
+    if at is None or not math.isfinite(at):
+        return {}
+    return {"Retry-After": str(max(1, math.ceil(at - now)))}
+
+
+_DEFERRAL_REASONS = {
+    "quota_pause": "refreshing {appid} is paused after errcode {errcode}",
+    "retry_schedule": "{appid} is failing; its next attempt is on its retry schedule",
+    "contested": (
+        "another system keeps killing {appid}'s tokens (contested); replacements back off"
+    ),
+}
+
+
+def domain_error(
+    exc: TokensvcError,
+    now: float,
+    *,
+    api: str | None = None,
+    code: str = "token_unavailable",
+    retry_at: float | None = None,
+) -> web.HTTPException:
+    """The HTTP answer to a domain error, for every route.
+
+    ``api``: the WeChat API a proxied call went to (None for token routes); its own timeout,
+    broken connection or bad answer is a 504 ``upstream_timeout`` / 502
+    ``upstream_unavailable`` / 502 ``upstream_bad_response`` (the call was not resent). Anything
+    else means there is no valid token now: 503 ``code`` (``token_unavailable``, or
+    ``refresh_failed`` for operator actions) with ``errcode`` (the last WeChat errcode, or null)
+    and ``Retry-After`` (the next attempt: the error's own, else ``retry_at``).
+    """
+    if api is not None and getattr(exc, "api", None) == api:
+        if isinstance(exc, UpstreamTimeout):
+            return json_error(
+                504,
+                "upstream_timeout",
+                f"WeChat did not answer {api} in time; the call may or may not have taken "
+                "effect and was not resent (retry template sends with the same client_msg_id)",
+            )
+        if isinstance(exc, UpstreamUnavailable):
+            detail = (
+                "the connection broke after the request was sent; it was not resent"
+                if exc.request_sent
+                else "WeChat could not be reached"
+            )
+            return json_error(502, "upstream_unavailable", f"{api}: {detail}")
+        if isinstance(exc, UpstreamBadResponse):
+            return json_error(502, "upstream_bad_response", str(exc))
+    errcode: int | None = None
+    if isinstance(exc, TokenUnavailable):
+        message, errcode, retry_at = str(exc), exc.errcode, exc.retry_at
+    elif isinstance(exc, RefreshDeferred):
+        why = _DEFERRAL_REASONS.get(exc.reason, "{appid}: refreshing is deferred").format(
+            appid=exc.appid, errcode=exc.errcode
+        )
+        message = f"no valid access_token for {exc.appid}: {why}"
+        errcode, retry_at = exc.errcode, exc.until
+    else:
+        if isinstance(exc, WechatAPIError):
+            errcode = exc.errcode
+        message = f"the access_token could not be replaced: {exc}"
+    return json_error(503, code, message, errcode=errcode, headers=retry_after(retry_at, now))
+
+
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Give every error a JSON body; log unexpected exceptions without exposing them."""
@@ -50,49 +133,25 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as exc:
         if exc.status < 400 or exc.content_type == "application/json":
             raise
-        code = _CODES.get(exc.status, "error")
-        message = exc.reason if exc.status != 413 else "request body is too large"
-        if exc.status == 404:
-            message = f"no such endpoint: {request.method} {request.path}"
-        raise json_error(exc.status, code, message, headers=_passthrough_headers(exc)) from None
+        raise _as_json(request, exc) from None
+    except TokensvcError as exc:
+        raise domain_error(exc, time.time()) from None
     except Exception:
         log.exception("unexpected error in %s %s", request.method, request.path)
         raise json_error(500, "internal_error", "internal error; see the server log") from None
 
 
-def _passthrough_headers(exc: web.HTTPException) -> dict[str, str]:
-    return {
+def _as_json(request: web.Request, exc: web.HTTPException) -> web.HTTPException:
+    code = _CODES.get(exc.status, "error")
+    message = exc.reason
+    if exc.status == 404:
+        message = f"no such endpoint: {request.method} {request.path}"
+    elif exc.status == 405:
+        allowed = ", ".join(sorted(getattr(exc, "allowed_methods", ()) or ()))
+        message = f"{request.method} is not allowed on {request.path}; use {allowed}"
+    elif exc.status == 413:
+        message = "request body is too large"
+    headers = {
         k: v for k, v in exc.headers.items() if k in ("Allow", "WWW-Authenticate", "Retry-After")
     }
-
-
-async def read_body(request: web.Request, max_bytes: int) -> bytes:
-    """The request body, at most ``max_bytes`` long; 413 ``payload_too_large`` otherwise."""
-    too_large = json_error(
-        413, "payload_too_large", f"request body is larger than {max_bytes} bytes"
-    )
-    if request.content_length is not None and request.content_length > max_bytes:
-        raise too_large
-    raw = await request.content.read(max_bytes + 1)
-    if len(raw) > max_bytes:
-        raise too_large
-    return raw
-
-
-async def read_json_object(request: web.Request, max_bytes: int) -> dict[str, Any]:
-    """The request body as a JSON object, at most ``max_bytes`` long.
-
-    Raises 413 ``payload_too_large`` or 400 ``bad_request`` (empty, malformed, not an object).
-    """
-    raw = await read_body(request, max_bytes)
-    if not raw.strip():
-        raise json_error(400, "bad_request", "request body is empty; send a JSON object")
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise json_error(400, "bad_request", "request body is not valid JSON") from None
-    except RecursionError:
-        raise json_error(400, "bad_request", "request body is nested too deeply") from None
-    if not isinstance(body, dict):
-        raise json_error(400, "bad_request", "request body must be a JSON object")
-    return body
+    return json_error(exc.status, code, message, headers=headers)

@@ -17,23 +17,19 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from tokensvc.clock import Clock
 from tokensvc.config import is_safe_proxy_path
 from tokensvc.errors import (
-    RefreshDeferred,
-    StoreUnavailable,
     TokensvcError,
-    TokenUnavailable,
     UpstreamBadResponse,
-    UpstreamError,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
 from tokensvc.sender import JSCODE2SESSION_API, SendResult
 from tokensvc.tokens.manager import TokenManager
-from tokensvc.web.api import authorised_manager, deferred, unavailable
+from tokensvc.web.api import authorised_manager
 from tokensvc.web.auth import CLIENT_NAME
-from tokensvc.web.errors import json_error, read_body, read_json_object
+from tokensvc.web.body import read_body, read_json_object, string_field
+from tokensvc.web.errors import domain_error, json_error
 from tokensvc.web.keys import CLOCK, METRICS, SENDER, SETTINGS
 from tokensvc.wechat.client import RawAnswer
 from tokensvc.wechat.messages import MESSAGE_ROUTES, BodyError, route_for_kind_hint
@@ -41,36 +37,6 @@ from tokensvc.wechat.messages import MESSAGE_ROUTES, BodyError, route_for_kind_h
 MAX_PROXY_BODY = 1 << 20
 
 routes = web.RouteTableDef()
-
-
-def upstream_failure(exc: TokensvcError, api: str, clock: Clock) -> web.HTTPException:
-    """Map a failed proxied call to its HTTP answer (never resent by us)."""
-    if isinstance(exc, TokenUnavailable):
-        return unavailable(exc, clock)
-    if isinstance(exc, RefreshDeferred):
-        # WeChat rejected the app's token and refused the call: nothing was done, retry later.
-        return deferred(exc, clock)
-    if isinstance(exc, UpstreamTimeout):
-        return json_error(
-            504,
-            "upstream_timeout",
-            f"WeChat did not answer {api} in time; the call may or may not have taken "
-            "effect and was not resent (retry template sends with the same client_msg_id)",
-        )
-    if isinstance(exc, UpstreamUnavailable):
-        detail = (
-            "the connection broke after the request was sent; it was not resent"
-            if exc.request_sent
-            else "WeChat could not be reached"
-        )
-        return json_error(502, "upstream_unavailable", f"{api}: {detail}")
-    if isinstance(exc, UpstreamBadResponse) and exc.api == api:
-        return json_error(502, "upstream_bad_response", str(exc))
-    if isinstance(exc, UpstreamError | StoreUnavailable):
-        return json_error(
-            503, "token_unavailable", f"the access_token could not be replaced: {exc}"
-        )
-    return json_error(502, "upstream_unavailable", str(exc))
 
 
 async def _proxied(
@@ -95,35 +61,62 @@ async def _proxied(
             else f"http_{result.answer.status}"
         )
         return result
-    except UpstreamTimeout as exc:
-        outcome = "timeout"
-        raise upstream_failure(exc, api, request.app[CLOCK]) from None
-    except UpstreamUnavailable as exc:
-        outcome = "unavailable"
-        raise upstream_failure(exc, api, request.app[CLOCK]) from None
     except TokensvcError as exc:
-        outcome = (
-            "token_unavailable" if not isinstance(exc, UpstreamBadResponse) else "bad_response"
-        )
-        raise upstream_failure(exc, api, request.app[CLOCK]) from None
+        outcome = _failure_outcome(exc, api)
+        raise domain_error(exc, request.app[CLOCK].now(), api=api) from None
     finally:
-        metrics.proxy.labels(manager.appid, client, api, outcome).inc()
-        metrics.proxy_duration.labels(manager.appid, api).observe(time.monotonic() - started)
+        label = metrics.api_label(api)
+        metrics.proxy.labels(manager.appid, client, label, outcome).inc()
+        metrics.proxy_duration.labels(manager.appid, label).observe(time.monotonic() - started)
+
+
+def _failure_outcome(exc: TokensvcError, api: str) -> str:
+    """The ``errcode`` label of a proxied call that got no answer from WeChat."""
+    if getattr(exc, "api", None) == api:
+        if isinstance(exc, UpstreamTimeout):
+            return "timeout"
+        if isinstance(exc, UpstreamUnavailable):
+            return "unavailable"
+        if isinstance(exc, UpstreamBadResponse):
+            return "bad_response"
+    return "token_unavailable"
+
+
+def _retried(result: SendResult) -> dict[str, str]:
+    return {"X-Tokensvc-Retried": "1" if result.retried else "0"}
+
+
+def _bad_answer(result: SendResult, api: str, what: str) -> web.HTTPException:
+    return json_error(
+        502, "upstream_bad_response", f"{api}: WeChat answered HTTP {result.answer.status} {what}"
+    )
 
 
 def _json_answer(result: SendResult, api: str) -> web.Response:
     """WeChat's JSON answer unchanged, HTTP 200; a non-JSON or HTTP-error answer is a 502."""
     if result.answer.status >= 400 or result.answer.json_object() is None:
-        raise json_error(
-            502,
-            "upstream_bad_response",
-            f"{api}: WeChat answered HTTP {result.answer.status} without a JSON object",
-        )
+        raise _bad_answer(result, api, "without a JSON object")
     return web.Response(
-        body=result.answer.body,
-        content_type="application/json",
-        headers={"X-Tokensvc-Retried": "1" if result.retried else "0"},
+        body=result.answer.body, content_type="application/json", headers=_retried(result)
     )
+
+
+_TEXT_TYPES = ("text/", "application/json", "application/xml", "application/xhtml")
+
+
+def _passthrough_answer(result: SendResult, api: str) -> web.Response:
+    """WeChat's answer to a passthrough call: a JSON object as JSON (HTTP 200), binary content
+    (media, QR code images) as it came; an HTTP error, or text or HTML that is not a JSON
+    object (an error page), is a 502 ``upstream_bad_response``."""
+    answer = result.answer
+    if answer.status >= 400:
+        raise _bad_answer(result, api, "(an HTTP error)")
+    if answer.json_object() is not None:
+        return _json_answer(result, api)
+    content_type = answer.content_type or "application/octet-stream"
+    if not answer.body or content_type.startswith(_TEXT_TYPES):
+        raise _bad_answer(result, api, f"with {content_type} that is not a JSON object")
+    return web.Response(body=answer.body, content_type=content_type, headers=_retried(result))
 
 
 @routes.post("/v1/apps/{appid}/messages/{route}")
@@ -170,9 +163,7 @@ async def jscode2session(request: web.Request) -> web.Response:
             f"app {manager.appid} is not a mini program; jscode2session is for mini program logins",
         )
     body = await read_json_object(request, 64 * 1024)
-    js_code = body.get("js_code")
-    if not isinstance(js_code, str) or not js_code or len(js_code) > 256:
-        raise json_error(400, "bad_request", "field js_code is required: the code from wx.login()")
+    js_code = string_field(body, "js_code", max_length=256, hint="the code from wx.login()")
     sender = request.app[SENDER]
     result = await _proxied(
         request, manager, JSCODE2SESSION_API, lambda: sender.jscode2session(manager.app, js_code)
@@ -192,9 +183,8 @@ async def passthrough(request: web.Request) -> web.Response:
             headers={"Allow": "GET, POST"},
         )
     manager = authorised_manager(request)
-    path = request.match_info["path"]
-    settings = request.app[SETTINGS]
-    if not is_safe_proxy_path(path) or not settings.proxy.allows(path):
+    path = _passthrough_path(request)
+    if not request.app[SETTINGS].proxy.allows(path):
         raise json_error(
             403,
             "path_not_allowed",
@@ -217,11 +207,24 @@ async def passthrough(request: web.Request) -> web.Response:
             manager, request.method, api, params=params, data=data, content_type=content_type
         ),
     )
-    answer = result.answer
-    headers = {"X-Tokensvc-Retried": "1" if result.retried else "0"}
-    return web.Response(
-        status=answer.status,
-        body=answer.body,
-        headers=headers,
-        content_type=answer.content_type or "application/octet-stream",
-    )
+    return _passthrough_answer(result, api)
+
+
+def _passthrough_path(request: web.Request) -> str:
+    """The WeChat path of a passthrough request exactly as the client sent it, checked once:
+    the allow- and deny-lists then judge the very path that is forwarded.
+
+    400 ``bad_request`` for ``.``/``..``/empty segments, percent-encoding (``%2e``, ``%2f``:
+    WeChat's API paths never need it) or any character outside letters, digits, ``_ . -``.
+    """
+    raw = request.raw_path.partition("?")[0]
+    prefix = f"/v1/apps/{request.match_info['appid']}/wechat/"
+    path = raw[len(prefix) :] if raw.startswith(prefix) else ""
+    if not is_safe_proxy_path(path):
+        raise json_error(
+            400,
+            "bad_request",
+            "the WeChat path must be plain segments of letters, digits, '_', '.', '-' "
+            "(no '.' or '..' segments, no empty segments, no percent-encoding)",
+        )
+    return path

@@ -15,19 +15,12 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from tokensvc.clock import rfc3339
 from tokensvc.config import fingerprint
-from tokensvc.errors import (
-    RefreshDeferred,
-    StoreUnavailable,
-    TokensvcError,
-    TokenUnavailable,
-    UpstreamError,
-    WechatAPIError,
-)
+from tokensvc.errors import StoreUnavailable, TokensvcError
 from tokensvc.status import build_status
 from tokensvc.tokens.manager import TokenManager
 from tokensvc.tokens.values import RefreshOutcome, Trigger
 from tokensvc.web.api import configured_manager, token_body
-from tokensvc.web.errors import json_error
+from tokensvc.web.errors import domain_error, json_error
 from tokensvc.web.keys import AUTH, CLOCK, EVENTS, MANAGERS, METRICS, PASSIVE_TALLY, SETTINGS
 
 routes = web.RouteTableDef()
@@ -83,13 +76,8 @@ def _admin_manager(request: web.Request) -> TokenManager:
     return configured_manager(request)
 
 
-def _action_failed(manager: TokenManager, exc: TokensvcError) -> web.HTTPException:
-    if isinstance(exc, RefreshDeferred):
-        return json_error(503, "refresh_failed", str(exc), errcode=exc.errcode)
-    errcode = exc.errcode if isinstance(exc, WechatAPIError | TokenUnavailable) else None
-    return json_error(
-        503, "refresh_failed", f"refresh of {manager.appid} failed: {exc}", errcode=errcode
-    )
+def _action_failed(manager: TokenManager, exc: TokensvcError, now: float) -> web.HTTPException:
+    return domain_error(exc, now, code="refresh_failed", retry_at=manager.next_refresh_at())
 
 
 def _action_answer(outcome: RefreshOutcome, **extra: object) -> web.Response:
@@ -117,8 +105,8 @@ async def rotate(request: web.Request) -> web.Response:
     manager = _admin_manager(request)
     try:
         outcome = await manager.refresh(Trigger.OPERATOR)
-    except (UpstreamError, StoreUnavailable, RefreshDeferred, TokenUnavailable) as exc:
-        raise _action_failed(manager, exc) from None
+    except TokensvcError as exc:
+        raise _action_failed(manager, exc, request.app[CLOCK].now()) from None
     return _action_answer(outcome)
 
 
@@ -140,8 +128,8 @@ async def revoke(request: web.Request) -> web.Response:
         )
     try:
         outcome = await manager.revoke_leaked(request.app[SETTINGS].refresh.revoke_gap)
-    except (UpstreamError, StoreUnavailable, RefreshDeferred, TokenUnavailable) as exc:
-        raise _action_failed(manager, exc) from None
+    except TokensvcError as exc:
+        raise _action_failed(manager, exc, request.app[CLOCK].now()) from None
     return _action_answer(outcome, second_force_at=rfc3339(manager.revoke_second_at))
 
 
