@@ -96,6 +96,28 @@ async def test_real_serve_process_serves_valid_tokens(fake: FakeWechat, serve: R
     assert "session-key-e2e" not in output
 
 
+async def test_request_values_cannot_forge_log_lines_and_the_database_is_private(
+    serve: Replica, tmp_path: Path
+) -> None:
+    forged = "2026-11-21 15:10:00,000 INFO tokensvc: forged"
+    reader, writer = await asyncio.open_connection("127.0.0.1", int(serve.url.rsplit(":", 1)[1]))
+    path = "/v1/apps/x%0a" + forged.replace(" ", "%20") + "/token"
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    assert b" 401 " in (await reader.read())[:20]
+    writer.close()
+
+    # the database holds live tokens: it and SQLite's companions are the owner's only
+    files = sorted(p.name for p in tmp_path.glob("tokensvc.db*"))
+    assert {"tokensvc.db", "tokensvc.db-wal", "tokensvc.db-shm", "tokensvc.db.lock"} <= set(files)
+    for name in files:
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o600, name
+
+    await serve.stop()
+    lines = serve.log_path.read_text().splitlines()
+    assert not any(line.startswith(forged) for line in lines)
+    assert any("/v1/apps/x\\n2026-11-21" in line for line in lines)  # escaped, on one line
+
+
 def test_check_config_names_the_bad_key_and_never_the_secret(tmp_path: Path) -> None:
     config = write_config(
         tmp_path / "config.toml",

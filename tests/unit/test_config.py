@@ -172,3 +172,46 @@ def test_the_retired_passive_min_interval_says_what_to_do() -> None:
     settings = parse(merge(good(), {"refresh": {"unverified_budget": 0}}))
     assert settings.refresh.unverified_budget == 0
     assert "unverified_budget" in error_of(merge(good(), {"refresh": {"unverified_budget": -1}}))
+
+
+def test_set_but_empty_secret_env_var_says_so() -> None:
+    message = error_of(good(), env={**SECRET_ENV, "CLASSIC_SECRET": "  "})
+    assert message == (
+        "config: apps[0].secret_env: environment variable CLASSIC_SECRET is set but empty"
+    )
+
+
+def test_a_bad_database_url_from_the_environment_names_the_variable() -> None:
+    message = error_of(good(), env={**SECRET_ENV, "TOKENSVC_DATABASE_URL": "mysql://x"})
+    assert message.startswith("config: TOKENSVC_DATABASE_URL: must start with")
+    message = error_of(merge(good(), {"database": {"url": "mysql://x"}}))
+    assert message.startswith("config: database.url: must start with")
+
+
+def test_a_secret_file_others_can_read_gets_a_warning_with_the_fix(tmp_path: Path) -> None:
+    secret = tmp_path / "wx.secret"
+    secret.write_text("file-secret\n")
+    raw = good()
+    del raw["apps"][0]["secret_env"]
+    raw["apps"][0]["secret_file"] = str(secret)
+    secret.chmod(0o644)
+    warnings = parse(raw).warnings
+    assert len(warnings) == 1 and f"run: chmod 600 {secret}" in warnings[0]
+    secret.chmod(0o600)
+    assert parse(raw).warnings == ()
+
+
+def test_trusted_proxies_are_addresses_or_networks() -> None:
+    settings = parse(merge(good(), {"server": {"trusted_proxies": ["10.0.0.0/8", "::1"]}}))
+    assert settings.server.trusts("10.1.2.3") and settings.server.trusts("::1")
+    assert not settings.server.trusts("192.168.0.1") and not settings.server.trusts(None)
+    message = error_of(merge(good(), {"server": {"trusted_proxies": ["proxy.local"]}}))
+    assert message.startswith('config: server.trusted_proxies: "proxy.local" is not an IP')
+
+
+def test_passthrough_paths_are_plain_segments() -> None:
+    from tokensvc.config import is_safe_proxy_path
+
+    assert is_safe_proxy_path("cgi-bin/user/info") and is_safe_proxy_path("wxa/", prefix=True)
+    for path in ("", "cgi-bin/./token", "cgi-bin/../x", "a//b", "a/", "a/.b", "a%2eb", "a b"):
+        assert not is_safe_proxy_path(path), path

@@ -71,8 +71,7 @@ def make_private(path: Path) -> None:
         if mode & 0o077:
             os.chmod(companion, mode & 0o700)
             log.warning(
-                "%s was readable by other users (mode %o); it holds live access_tokens: "
-                "now %o",
+                "%s was readable by other users (mode %o); it holds live access_tokens: now %o",
                 companion,
                 mode,
                 mode & 0o700,

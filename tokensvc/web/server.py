@@ -19,7 +19,7 @@ from http import HTTPStatus
 from aiohttp import http_exceptions, web
 from aiohttp.web_protocol import RequestHandler
 
-from tokensvc.web.access_log import AccessLogger
+from tokensvc.web.access_log import MALFORMED, AccessLogger
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,7 @@ class _SafeRequestHandler(RequestHandler):
             status=status, text=json.dumps(body), content_type="application/json"
         )
         response.force_close()
+        response[MALFORMED] = True  # logged above: the access log skips it
         return response
 
 
