@@ -21,6 +21,7 @@ from aiohttp import web
 
 from tokensvc.errors import (
     RefreshDeferred,
+    StoreUnavailable,
     TokensvcError,
     TokenUnavailable,
     UpstreamBadResponse,
@@ -89,7 +90,8 @@ def domain_error(
     broken connection or bad answer is a 504 ``upstream_timeout`` / 502
     ``upstream_unavailable`` / 502 ``upstream_bad_response`` (the call was not resent). Anything
     else means there is no valid token now: 503 ``code`` (``token_unavailable``, or
-    ``refresh_failed`` for operator actions) with ``errcode`` (the last WeChat errcode, or null)
+    ``refresh_failed`` for operator actions, ``database_unavailable`` for reads that need the
+    database) with ``errcode`` (the last WeChat errcode, or null)
     and ``Retry-After`` (the next attempt: the error's own, else ``retry_at``).
     """
     if api is not None and getattr(exc, "api", None) == api:
@@ -118,6 +120,8 @@ def domain_error(
         )
         message = f"no valid access_token for {exc.appid}: {why}"
         errcode, retry_at = exc.errcode, exc.until
+    elif isinstance(exc, StoreUnavailable) and code == "database_unavailable":
+        message = f"this needs the database, which did not answer: {exc}"
     else:
         if isinstance(exc, WechatAPIError):
             errcode = exc.errcode

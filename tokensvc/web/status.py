@@ -37,7 +37,7 @@ async def _status_document(request: web.Request) -> dict[str, object]:
     try:
         return await build_status(app[MANAGERS], app[EVENTS], app[PASSIVE_TALLY], app[CLOCK])
     except StoreUnavailable as exc:
-        raise json_error(503, "database_unavailable", f"status needs the database: {exc}") from None
+        raise domain_error(exc, app[CLOCK].now(), code="database_unavailable") from None
 
 
 @routes.get("/status")
