@@ -214,12 +214,15 @@ def _passthrough_path(request: web.Request) -> str:
     """The WeChat path of a passthrough request exactly as the client sent it, checked once:
     the allow- and deny-lists then judge the very path that is forwarded.
 
-    400 ``bad_request`` for ``.``/``..``/empty segments, percent-encoding (``%2e``, ``%2f``:
-    WeChat's API paths never need it) or any character outside letters, digits, ``_ . -``.
+    400 ``bad_request`` for ``.``/``..``/empty segments, percent-encoding other than ``%2F``
+    (``%2e``: WeChat's API paths never need it) or any character outside letters, digits,
+    ``_ . -``.
     """
-    raw = request.raw_path.partition("?")[0]
-    prefix = f"/v1/apps/{request.match_info['appid']}/wechat/"
-    path = raw[len(prefix) :] if raw.startswith(prefix) else ""
+    # "/v1/apps/{appid}/wechat/{path}": the raw tail; an encoded "/" (what OpenAPI clients
+    # send for a path parameter) is a "/", any other percent-encoding is refused below
+    parts = request.raw_path.partition("?")[0].split("/", 5)
+    path = parts[5] if len(parts) == 6 else ""
+    path = path.replace("%2F", "/").replace("%2f", "/")
     if not is_safe_proxy_path(path):
         raise json_error(
             400,
