@@ -12,14 +12,14 @@ _CONTROL_ESCAPES = {
     ord("\n"): "\\n",
     ord("\r"): "\\r",
     ord("\t"): "\\t",
-    0x2028: "\\u2028",
-    0x2029: "\\u2029",
+    **{c: f"\\u{c:04x}" for c in (0x2028, 0x2029, *range(0x202A, 0x202F), *range(0x2066, 0x206A))},
 }
 
 
 def escape_controls(text: str) -> str:
-    """``text`` with control characters (and Unicode line separators) written as escapes, so a
-    value from a request (``/v1/apps/x%0a2026-...``) cannot start a forged log line."""
+    """``text`` with control characters, Unicode line separators and bidirectional overrides
+    written as escapes, so a value from a request (``/v1/apps/x%0a2026-...``) cannot start a
+    forged log line or reorder what a reader sees."""
     return text.translate(_CONTROL_ESCAPES)
 
 
@@ -45,7 +45,7 @@ class JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": escape_controls(record.getMessage()),
         }
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)

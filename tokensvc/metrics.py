@@ -139,7 +139,7 @@ class Metrics:
     def observe_upstream(self, api: str, outcome: str, seconds: float) -> None:
         """The WeChat client's observer: one request to WeChat."""
         label = self.api_label(api)
-        self.upstream.labels(label, outcome).inc()
+        self.upstream.labels(label, bounded_outcome(outcome)).inc()
         self.upstream_duration.labels(label).observe(seconds)
 
     def observe_refresh(self, attempt: RefreshAttempt) -> None:
@@ -152,3 +152,12 @@ class Metrics:
     def render(self) -> bytes:
         """The Prometheus text exposition of everything."""
         return generate_latest(self.registry)
+
+
+def bounded_outcome(outcome: str) -> str:
+    """An upstream outcome label from a bounded set: an errcode within WeChat's range (-1 to
+    99999), ``http_<status>``, a fixed word; anything else (an upstream answering errcodes of its
+    own invention) is ``other``."""
+    if outcome.lstrip("-").isdigit():
+        return outcome if -1 <= int(outcome) <= 99999 else OTHER_API
+    return outcome if len(outcome) <= 16 else OTHER_API

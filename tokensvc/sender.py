@@ -27,6 +27,9 @@ from tokensvc.wechat.errcodes import is_token_error
 log = logging.getLogger(__name__)
 
 JSCODE2SESSION_API = "/sns/jscode2session"
+OAUTH2_ACCESS_TOKEN_API = "/sns/oauth2/access_token"
+"""Official-account web login (网页授权): code → the user's access_token and openid.
+https://developers.weixin.qq.com/doc/offiaccount/OA_Web_Apps/Wechat_webpage_authorization.html"""
 MAX_PROXY_ANSWER_BYTES = 10 << 20
 """Upstream answers (media, QR code images) are read up to this size (bytes)."""
 
@@ -92,15 +95,22 @@ class Sender:
         js_code works once, so a call that may have reached WeChat is never resent. Raises as
         :meth:`send`.
         """
+        return await self.exchange_code(app, JSCODE2SESSION_API, "js_code", js_code)
+
+    async def exchange_code(
+        self, app: AppConfig, api: str, code_field: str, code: str
+    ) -> RawAnswer:
+        """Call an ``sns/`` API that takes the AppSecret and a one-time code (``js_code`` for
+        :data:`JSCODE2SESSION_API`, ``code`` for :data:`OAUTH2_ACCESS_TOKEN_API`); WeChat's
+        answer as it came. A call that may have reached WeChat is never resent. Raises as
+        :meth:`send`."""
         params = {
             "appid": app.appid,
             "secret": app.secret.reveal(),
-            "js_code": js_code,
+            code_field: code,
             "grant_type": "authorization_code",
         }
-        return await self._exchange_resending_unsent(
-            "GET", JSCODE2SESSION_API, params, None, None, None
-        )
+        return await self._exchange_resending_unsent("GET", api, params, None, None, None)
 
     async def _once(
         self,

@@ -73,7 +73,7 @@ async def build_status(
     "fetched_at", "expires_at", "next_refresh_at", "previous_valid_until", "last_error",
     "upstream_calls_today", "daily_limit", "passive_today", "revoke_second_at"}], "events":
     [{"at", "appid", "trigger", "outcome", "errcode", "errmsg", "rid", "fingerprint",
-    "latency"}]}``; times RFC 3339 UTC, ``last_error`` null or ``{errcode, errmsg, rid, at}``.
+    "latency_ms"}]}``; times RFC 3339 UTC, ``last_error`` null or ``{errcode, errmsg, rid, at}``.
     Raises :class:`StoreUnavailable` when the events cannot be read.
     """
     now = clock.now()

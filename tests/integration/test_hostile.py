@@ -150,10 +150,26 @@ async def test_stalled_bodies_time_out(service: TestClient[Any, Any]) -> None:
             writer.close()
         return int(answer.split()[1]), answer
 
-    answers = await asyncio.gather(*(stall() for _ in range(20)))
+    async def unfinished(head: bytes) -> float:
+        """Seconds until the server closes a connection whose request never completes."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", service.port)
+        writer.write(head)
+        await writer.drain()
+        try:
+            async with asyncio.timeout(40):
+                assert await reader.read() == b""
+        finally:
+            writer.close()
+        return time.monotonic() - started
+
+    heads = [b"", b"GET /heal", b"GET /healthz HTTP/1.1\r\nHost: x\r\n"]
+    answers, closed = await asyncio.gather(
+        asyncio.gather(*(stall() for _ in range(20))),
+        asyncio.gather(*(unfinished(head) for head in heads)),
+    )
     assert all(status == 408 for status, _ in answers), answers[0]
     assert b'"request_timeout"' in answers[0][1]
-    assert 9 < time.monotonic() - started < 25
+    assert all(seconds < 25 for seconds in closed), closed  # keep-alive timeout: 15 s
 
 
 # 4. '.' segments and encodings never reach WeChat, even under a parent allow prefix.
@@ -263,6 +279,24 @@ async def test_passthrough_maps_upstream_errors_and_html_to_502(
         assert (await response.json())["error"] == "upstream_bad_response"
     response = await service.get(url, headers=AUTH, params={"openid": "o-1"})
     assert response.status == 200 and (await response.json())["openid"] == "o-1"
+
+
+# The passthrough reads WeChat's whole answer: large media intact, a nested JSON answer a 502.
+async def test_passthrough_relays_whole_answers(
+    fake: FakeWechat, service: TestClient[Any, Any]
+) -> None:
+    image = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8192  # 2 MiB
+    fake.add_media("big", image, "image/png")
+    fake.add_media("deep", b'{"a":' + b"[" * 200_000 + b"]" * 200_000 + b"}", "application/json")
+    url = f"/v1/apps/{CLASSIC_APPID}/wechat/cgi-bin/media/get"
+    response = await service.get(url, headers=AUTH, params={"media_id": "big"})
+    assert response.status == 200 and response.content_type == "image/png"
+    assert await response.read() == image
+    fake.add_media("huge", b"v" * (12 << 20), "video/mp4")  # over the 10 MiB answer limit
+    response = await service.get(url, headers=AUTH, params={"media_id": "huge"})
+    assert response.status == 502 and (await response.json())["error"] == "upstream_bad_response"
+    response = await service.get(url, headers=AUTH, params={"media_id": "deep"})
+    assert response.status == 502 and (await response.json())["error"] == "upstream_bad_response"
 
 
 # 11. Messages that name the problem; 405 names the allowed methods and sends Allow.

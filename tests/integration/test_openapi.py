@@ -219,6 +219,11 @@ def test_every_operation_names_its_security_and_answers_errors_with_the_error_bo
     for path, item in SPEC["paths"].items():
         for method, operation in item.items():
             security = operation["security"]
+            if operation["tags"] == ["wechat"]:
+                # WeChat's shapes: the client key comes as `secret`, or an issued access_token
+                # in the query; errors are WeChat's {"errcode", "errmsg"}
+                assert security == [], path
+                continue
             if path in public:
                 assert security == [], path
             elif path in operator or path.endswith(("/token/rotate", "/token/revoke")):

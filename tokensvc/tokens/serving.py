@@ -10,6 +10,8 @@ refresh path.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import math
 import random
 from collections.abc import Callable
@@ -238,6 +240,25 @@ class TokenServing:
         if self._serve(record) is None:
             return TokenState.EXPIRED
         return TokenState.RETRYING if failing else TokenState.FRESH
+
+    def issued(self, access_token: str) -> bool:
+        """True when ``access_token`` is a token tokensvc handed out for this app that WeChat may
+        still accept: the current one, or the previous one within its overlap window (known only
+        by its SHA-256). Compared in constant time."""
+        record = self._record
+        presented = access_token.encode()
+        if record.access_token is not None and hmac.compare_digest(
+            presented, record.access_token.encode()
+        ):
+            return True
+        return (
+            record.previous_sha256 is not None
+            and record.previous_valid_until is not None
+            and self._clock.now() < record.previous_valid_until
+            and hmac.compare_digest(
+                hashlib.sha256(presented).hexdigest().encode(), record.previous_sha256.encode()
+            )
+        )
 
     def served(self) -> ServedToken | None:
         """The token :meth:`current` would hand out, or None when there is no valid one."""

@@ -29,7 +29,7 @@ from tokensvc.store.migrate import upgrade_to_head
 from tokensvc.store.repo import TokenStore, make_engine
 from tokensvc.tokens.manager import TokenManager
 from tokensvc.tokens.scheduler import RefreshScheduler, sync_from_database
-from tokensvc.web import api, health, openapi, proxy, status
+from tokensvc.web import api, facade, health, openapi, proxy, status
 from tokensvc.web.auth import Authenticator
 from tokensvc.web.errors import error_middleware
 from tokensvc.web.keys import (
@@ -70,6 +70,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(openapi.routes)
     app.add_routes(proxy.routes)
     app.add_routes(status.routes)
+    facade.add_routes(app)  # last: WeChat's paths at the root
     return app
 
 

@@ -41,8 +41,9 @@ def key_sha256(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def _plausible_key(value: str) -> str | None:
-    """``value`` stripped, if it could be a key (printable ASCII, at most 512 characters)."""
+def plausible_key(value: str) -> str | None:
+    """``value`` stripped, if it could be a key (printable ASCII, at most 512 characters), else
+    None."""
     value = value.strip()
     if not value or len(value) > 512 or not value.isascii() or not value.isprintable():
         return None
@@ -55,7 +56,7 @@ def bearer_key(request: web.Request) -> str | None:
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer":
         return None
-    return _plausible_key(value)
+    return plausible_key(value)
 
 
 def basic_password(request: web.Request) -> str | None:
@@ -68,7 +69,7 @@ def basic_password(request: web.Request) -> str | None:
         decoded = base64.b64decode(value.strip(), validate=True).decode()
     except (binascii.Error, UnicodeDecodeError):
         return None
-    return _plausible_key(decoded.partition(":")[2])
+    return plausible_key(decoded.partition(":")[2])
 
 
 class Authenticator:

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from tokensvc.status import DAILY_LIMITS
 from tokensvc.tokens.values import TokenState, Trigger
+from tokensvc.web.facade import WECHAT_ROOTS
 from tokensvc.wechat.errcodes import TOKEN_ERRCODES
 from tokensvc.wechat.messages import (
     CUSTOM_MSGTYPES,
@@ -35,7 +36,11 @@ granted. Operator endpoints (status page, status JSON, metrics, token actions) n
 key, as a Bearer key or as the HTTP Basic password (any user name). Every error answers
 `{"error": "<code>", "message": "<sentence>"}` (plus `errcode` where WeChat's errcode explains
 it). Tokens never appear in operator answers: a token is shown as its fingerprint, the first 8
-hex digits of its SHA-256."""
+hex digits of its SHA-256.
+
+The `wechat` routes answer at tokensvc's root in WeChat's own shapes (`{"errcode", "errmsg"}`
+with HTTP 200), so that an SDK pointed at tokensvc works unchanged, with a tokensvc client key
+where the AppSecret was (see README, "Use tokensvc from an existing SDK")."""
 
 
 # ---- small builders ---------------------------------------------------------------------------
@@ -944,6 +949,161 @@ PATHS: Json = {
     },
 }
 
+# ---- the WeChat-shaped facade (tokensvc/web/facade.py) ---------------------------------------
+
+
+def _query(name: str, description: str) -> Json:
+    """A free-form query parameter: WeChat's routes answer a missing or wrong one with an
+    errcode and HTTP 200, as WeChat does, so nothing here is a schema violation."""
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": {"type": "string"},
+    }
+
+
+_WECHAT_SHAPED = _ok(
+    'WeChat\'s shape: the answer, or `{"errcode", "errmsg"}` for an error (HTTP 200).',
+    _json(_ref("WechatAnswer")),
+)
+_WECHAT_UNKNOWN = {
+    "502": _ok(
+        "The forwarded call's outcome is unknown (connection broke after sending) or WeChat's "
+        'answer was unusable: `{"errcode": -1, "errmsg"}`, not to be resent blindly.',
+        _json(_ref("WechatAnswer")),
+    ),
+    "504": _ok(
+        "WeChat did not answer in time; the call may have taken effect and was not resent: "
+        '`{"errcode": -1, "errmsg"}`.',
+        _json(_ref("WechatAnswer")),
+    ),
+}
+_CREDENTIALS = [
+    _query("grant_type", "`client_credential` (40002 otherwise)."),
+    _query("appid", "The app's appid (41002 missing, 40013 not configured)."),
+    _query(
+        "secret",
+        "A tokensvc client key granted the app, in place of the AppSecret (41004 "
+        "missing; 40001 wrong or not granted, as WeChat answers a wrong AppSecret).",
+    ),
+]
+_CODE_EXCHANGE = [
+    _query("appid", "The app's appid."),
+    _query("secret", "A tokensvc client key granted the app (40125 otherwise)."),
+    _query("grant_type", "`authorization_code`."),
+]
+ROOTS = {
+    "name": "root",
+    "in": "path",
+    "required": True,
+    "description": "The first segment of a WeChat API path.",
+    "schema": _string(enum=list(WECHAT_ROOTS)),
+}
+WECHAT_PATH = {
+    "name": "path",
+    "in": "path",
+    "required": True,
+    "description": "The rest of the WeChat API path (its slashes are part of the value). "
+    "Checked as the passthrough's paths are: 40066 for `.`/`..`/empty segments or "
+    "percent-encoding, 48001 outside `[proxy] allow`.",
+    "schema": _string(),
+}
+
+PATHS |= {
+    "/cgi-bin/token": {
+        method: _operation(
+            f"wechatToken{method.capitalize()}",
+            "WeChat's token API, answered by tokensvc",
+            "WeChat's `GET /cgi-bin/token` for SDKs: `{access_token, expires_in}` from "
+            "tokensvc's token (`expires_in`: how long to keep it). Never reaches WeChat. "
+            "POST answers 43001 (GET required).",
+            "wechat",
+            PUBLIC,
+            _responses(_WECHAT_SHAPED, auth=False),
+            parameters=_CREDENTIALS,
+        )
+        for method in ("get", "post")
+    },
+    "/cgi-bin/stable_token": {
+        method: _operation(
+            f"wechatStableToken{method.capitalize()}",
+            "WeChat's stable token API, answered by tokensvc",
+            "WeChat's `POST /cgi-bin/stable_token` for SDKs, body `{grant_type, appid, secret "
+            "(a client key), force_refresh}`. `force_refresh: true` is a claim that the "
+            "caller's token is bad, judged by the passive-refresh rules (probe; replaced only "
+            "when proven dead), never a WeChat force refresh. GET answers 43002, a body that "
+            "is not a JSON object 47001.",
+            "wechat",
+            PUBLIC,
+            _responses(_WECHAT_SHAPED, auth=False),
+            body=None
+            if method == "get"
+            else {
+                "required": False,
+                "content": {"application/json": {"schema": {}}},
+                "description": "WeChat's body; any JSON (errors answer WeChat's errcodes).",
+            },
+        )
+        for method in ("get", "post")
+    },
+    "/sns/jscode2session": {
+        "get": _operation(
+            "wechatJscode2session",
+            "Mini program login with a client key",
+            "WeChat's `GET /sns/jscode2session` with a client key as `secret`: tokensvc sends "
+            "the AppSecret. WeChat's answer comes back as it is; a code is never resent.",
+            "wechat",
+            PUBLIC,
+            _responses(_WECHAT_SHAPED, auth=False, more=_WECHAT_UNKNOWN),
+            parameters=[*_CODE_EXCHANGE, _query("js_code", "The code from `wx.login()`.")],
+        )
+    },
+    "/sns/oauth2/access_token": {
+        "get": _operation(
+            "wechatOauth2AccessToken",
+            "Official account web login with a client key",
+            "WeChat's `GET /sns/oauth2/access_token` with a client key as `secret`: tokensvc "
+            "sends the AppSecret. WeChat's answer comes back as it is; a code is never resent.",
+            "wechat",
+            PUBLIC,
+            _responses(_WECHAT_SHAPED, auth=False, more=_WECHAT_UNKNOWN),
+            parameters=[*_CODE_EXCHANGE, _query("code", "The code from the redirect.")],
+        )
+    },
+    "/{root}/{path}": {
+        method: _operation(
+            f"wechatForward{method.capitalize()}",
+            f"Any WeChat API with an issued access_token ({method.upper()})",
+            "A WeChat API call as an SDK makes it, with `?access_token=T`: accepted only when "
+            "T is a token tokensvc issued (current, or previous within the overlap window; "
+            "41001 missing, 40001 otherwise, nothing forwarded), forwarded under `[proxy] "
+            "allow` with the app's current token, retried once on 40001/40014/42001. WeChat's "
+            "answer (JSON, media, images) comes back as it came.",
+            "wechat",
+            PUBLIC,
+            _responses(
+                _ok(
+                    "WeChat's answer as it came, or tokensvc's errcode in WeChat's shape.",
+                    {"application/json": {"schema": _ref("WechatAnswer")}, "*/*": {"schema": {}}},
+                ),
+                auth=False,
+                more=_WECHAT_UNKNOWN,
+            ),
+            parameters=[ROOTS, WECHAT_PATH, _query("access_token", "A token tokensvc issued.")],
+            body=None
+            if method == "get"
+            else {
+                "required": False,
+                "content": {"*/*": {"schema": {}}},
+                "description": "Forwarded unchanged (at most 1 MiB).",
+            },
+        )
+        for method in ("get", "post")
+    },
+}
+
 SPEC: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {"title": "tokensvc", "version": "0.1.0", "description": DESCRIPTION},
@@ -952,6 +1112,7 @@ SPEC: dict[str, Any] = {
         {"name": "messages", "description": "Sends, logins and the passthrough (client keys)."},
         {"name": "operators", "description": "Status, metrics and token actions (admin key)."},
         {"name": "health", "description": "Liveness, readiness and this document (no auth)."},
+        {"name": "wechat", "description": "WeChat's own API shapes, for existing SDKs."},
     ],
     "paths": PATHS,
     "components": {

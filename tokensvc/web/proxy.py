@@ -24,6 +24,7 @@ from tokensvc.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from tokensvc.metrics import bounded_outcome
 from tokensvc.sender import JSCODE2SESSION_API, SendResult
 from tokensvc.tokens.manager import TokenManager
 from tokensvc.web.api import authorised_manager
@@ -39,13 +40,24 @@ MAX_PROXY_BODY = 1 << 20
 routes = web.RouteTableDef()
 
 
-async def _proxied(
+FailureAnswer = Callable[[TokensvcError, str, float], web.HTTPException]
+"""Maps a failed proxied call (error, WeChat API, now) to the HTTP answer."""
+
+
+def _domain_failure(exc: TokensvcError, api: str, now: float) -> web.HTTPException:
+    return domain_error(exc, now, api=api)
+
+
+async def proxied(
     request: web.Request,
     manager: TokenManager,
     api: str,
     call: Callable[[], Awaitable[SendResult | RawAnswer]],
+    *,
+    failure: FailureAnswer = _domain_failure,
 ) -> SendResult:
-    """Run one proxied call, count it (app, client, API, errcode, latency), map failures."""
+    """Run one proxied call, count it (app, client, API, errcode, latency), map failures with
+    ``failure`` (by default :func:`~tokensvc.web.errors.domain_error`)."""
     metrics = request.app[METRICS]
     client = request.get(CLIENT_NAME, "-")
     started = time.monotonic()
@@ -62,15 +74,15 @@ async def _proxied(
         )
         return result
     except TokensvcError as exc:
-        outcome = _failure_outcome(exc, api)
-        raise domain_error(exc, request.app[CLOCK].now(), api=api) from None
+        outcome = failure_outcome(exc, api)
+        raise failure(exc, api, request.app[CLOCK].now()) from None
     finally:
         label = metrics.api_label(api)
-        metrics.proxy.labels(manager.appid, client, label, outcome).inc()
+        metrics.proxy.labels(manager.appid, client, label, bounded_outcome(outcome)).inc()
         metrics.proxy_duration.labels(manager.appid, label).observe(time.monotonic() - started)
 
 
-def _failure_outcome(exc: TokensvcError, api: str) -> str:
+def failure_outcome(exc: TokensvcError, api: str) -> str:
     """The ``errcode`` label of a proxied call that got no answer from WeChat."""
     if getattr(exc, "api", None) == api:
         if isinstance(exc, UpstreamTimeout):
@@ -104,7 +116,7 @@ def _json_answer(result: SendResult, api: str) -> web.Response:
 _TEXT_TYPES = ("text/", "application/json", "application/xml", "application/xhtml")
 
 
-def _passthrough_answer(result: SendResult, api: str) -> web.Response:
+def passthrough_answer(result: SendResult, api: str) -> web.Response:
     """WeChat's answer to a passthrough call: a JSON object as JSON (HTTP 200), binary content
     (media, QR code images) as it came; an HTTP error, or text or HTML that is not a JSON
     object (an error page), is a 502 ``upstream_bad_response``."""
@@ -143,7 +155,7 @@ async def send_message(request: web.Request) -> web.Response:
     except BodyError as exc:
         raise json_error(400, "bad_request", str(exc)) from None
     sender = request.app[SENDER]
-    result = await _proxied(
+    result = await proxied(
         request, manager, route.api, lambda: sender.send(manager, "POST", route.api, json_body=body)
     )
     return _json_answer(result, route.api)
@@ -165,7 +177,7 @@ async def jscode2session(request: web.Request) -> web.Response:
     body = await read_json_object(request, 64 * 1024)
     js_code = string_field(body, "js_code", max_length=256, hint="the code from wx.login()")
     sender = request.app[SENDER]
-    result = await _proxied(
+    result = await proxied(
         request, manager, JSCODE2SESSION_API, lambda: sender.jscode2session(manager.app, js_code)
     )
     return _json_answer(result, JSCODE2SESSION_API)
@@ -199,7 +211,7 @@ async def passthrough(request: web.Request) -> web.Response:
         data = await read_body(request, MAX_PROXY_BODY)
         content_type = request.headers.get("Content-Type", "application/json")
     sender = request.app[SENDER]
-    result = await _proxied(
+    result = await proxied(
         request,
         manager,
         api,
@@ -207,22 +219,26 @@ async def passthrough(request: web.Request) -> web.Response:
             manager, request.method, api, params=params, data=data, content_type=content_type
         ),
     )
-    return _passthrough_answer(result, api)
+    return passthrough_answer(result, api)
 
 
 def _passthrough_path(request: web.Request) -> str:
-    """The WeChat path of a passthrough request exactly as the client sent it, checked once:
-    the allow- and deny-lists then judge the very path that is forwarded.
-
-    400 ``bad_request`` for ``.``/``..``/empty segments, percent-encoding other than ``%2F``
-    (``%2e``: WeChat's API paths never need it) or any character outside letters, digits,
-    ``_ . -``.
-    """
-    # "/v1/apps/{appid}/wechat/{path}": the raw tail; an encoded "/" (what OpenAPI clients
-    # send for a path parameter) is a "/", any other percent-encoding is refused below
+    """The WeChat path of a ``/v1/apps/{appid}/wechat/{path}`` request (see
+    :func:`checked_wechat_path`)."""
+    # the raw tail after "/v1/apps/{appid}/wechat/"
     parts = request.raw_path.partition("?")[0].split("/", 5)
-    path = parts[5] if len(parts) == 6 else ""
-    path = path.replace("%2F", "/").replace("%2f", "/")
+    return checked_wechat_path(parts[5] if len(parts) == 6 else "")
+
+
+def checked_wechat_path(raw: str) -> str:
+    """A WeChat API path (``cgi-bin/user/info``) from the raw, still percent-encoded request
+    path, checked once: the allow- and deny-lists then judge the very path that is forwarded.
+
+    An encoded ``/`` (what OpenAPI clients send for a path parameter) is a ``/``. 400
+    ``bad_request`` for ``.``/``..``/empty segments, any other percent-encoding (``%2e``:
+    WeChat's API paths never need it) or any character outside letters, digits, ``_ . -``.
+    """
+    path = raw.replace("%2F", "/").replace("%2f", "/")
     if not is_safe_proxy_path(path):
         raise json_error(
             400,

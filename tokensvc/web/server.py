@@ -15,6 +15,7 @@ import logging
 import re
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
+from typing import Any
 
 from aiohttp import http_exceptions, web
 from aiohttp.web_protocol import RequestHandler
@@ -72,8 +73,22 @@ class _SafeServer(web.Server):
         return _SafeRequestHandler(self, loop=self._loop, **self._kwargs)
 
 
+KEEPALIVE_TIMEOUT = 15.0
+"""Seconds a connection may sit without a complete request (idle between requests, or headers
+that never finish) before it is closed. aiohttp's own default is an hour: enough idle sockets
+would exhaust the process's file descriptors."""
+LINGERING_TIME = 2.0
+"""Seconds the server keeps reading an unread body after answering (408, 413) before closing."""
+
+
 class TokensvcRunner(web.AppRunner):
-    """An AppRunner whose connections answer malformed requests safely (module docstring)."""
+    """An AppRunner whose connections answer malformed requests safely (module docstring) and
+    are closed when no complete request arrives within :data:`KEEPALIVE_TIMEOUT`."""
+
+    def __init__(self, app: web.Application, **kwargs: Any) -> None:
+        kwargs.setdefault("keepalive_timeout", KEEPALIVE_TIMEOUT)
+        kwargs.setdefault("lingering_time", LINGERING_TIME)
+        super().__init__(app, **kwargs)
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()

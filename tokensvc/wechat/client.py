@@ -206,7 +206,7 @@ class WechatClient:
                 headers=headers,
                 timeout=self._timeout,
             ) as response:
-                raw = await response.content.read(max_answer_bytes + 1)
+                raw = await _read_whole(response, max_answer_bytes)
                 answer = RawAnswer(response.status, response.content_type, raw)
         except aiohttp.ConnectionTimeoutError:
             raise UpstreamUnavailable(api, "connection timed out", request_sent=False) from None
@@ -239,7 +239,7 @@ class RawAnswer:
             return None
         try:
             parsed = json.loads(self.body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             return None
         return parsed if isinstance(parsed, dict) else None
 
@@ -248,6 +248,17 @@ class RawAnswer:
         body = self.json_object()
         errcode = body.get("errcode") if body is not None else None
         return errcode if isinstance(errcode, int) and not isinstance(errcode, bool) else None
+
+
+async def _read_whole(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
+    """The whole answer body, or its first ``max_bytes + 1`` bytes when it is longer (the
+    caller refuses it then): never just what happened to arrive first."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= max_bytes and (chunk := await response.content.readany()):
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def _validate_grant(api: str, answer: Mapping[str, Any]) -> TokenGrant:

@@ -106,6 +106,8 @@ class FakeWechat:
     calls: collections.Counter[tuple[str, str]] = field(default_factory=collections.Counter)
     received: list[ReceivedCall] = field(default_factory=list)
     js_codes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    oauth_codes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    media: dict[str, tuple[bytes, str]] = field(default_factory=dict)
     _faults: dict[str, collections.deque[_Fault]] = field(default_factory=dict)
     _quota_used: collections.Counter[tuple[str, str, int]] = field(
         default_factory=collections.Counter
@@ -179,6 +181,22 @@ class FakeWechat:
             answer["unionid"] = unionid
         self.js_codes[js_code] = {"appid": appid, "answer": answer, "used": False}
 
+    def add_media(self, media_id: str, content: bytes, content_type: str) -> None:
+        """Serve ``content`` at ``GET /cgi-bin/media/get?media_id=`` (temporary media)."""
+        self.media[media_id] = (content, content_type)
+
+    def add_oauth_code(self, appid: str, code: str, openid: str, user_token: str) -> None:
+        """Register an official-account web login code for ``/sns/oauth2/access_token`` (it
+        works once); the answer carries ``user_token`` as the user's ``access_token``."""
+        answer = {
+            "access_token": user_token,
+            "expires_in": 7200,
+            "refresh_token": f"refresh-{user_token}",
+            "openid": openid,
+            "scope": "snsapi_base",
+        }
+        self.oauth_codes[code] = {"appid": appid, "answer": answer, "used": False}
+
     def sent(self, api: str | None = None) -> list[ReceivedCall]:
         """Calls the business APIs accepted (token valid), in order; for ``api`` or all."""
         return [call for call in self.received if api is None or call.api == api]
@@ -199,8 +217,10 @@ class FakeWechat:
         for api in MESSAGE_APIS:
             app.router.add_post(api, self._business_api)
         app.router.add_get("/cgi-bin/user/info", self._business_api)
+        app.router.add_get("/cgi-bin/media/get", self._business_api)
         app.router.add_post("/wxa/getwxacode", self._business_api)
         app.router.add_get("/sns/jscode2session", self._jscode2session)
+        app.router.add_get("/sns/oauth2/access_token", self._oauth2_access_token)
         app.router.add_get("/_sim/stats", self._sim_stats)
         app.router.add_post("/_sim/revoke", self._sim_revoke)
         app.router.add_post("/_sim/faults", self._sim_fault)
@@ -371,6 +391,11 @@ class FakeWechat:
         if isinstance(body, dict) and body.get("touser") == REFUSING_OPENID:
             return self._error(43101, "user refuse to accept the msg")
         self.received.append(ReceivedCall(appid, api, query, body))
+        if api == "/cgi-bin/media/get":
+            if query.get("media_id") not in self.media:
+                return self._error(40007, "invalid media_id")
+            content, content_type = self.media[query["media_id"]]
+            return web.Response(body=content, content_type=content_type)
         if api == "/wxa/getwxacode":
             return web.Response(body=FAKE_QR_CODE, content_type="image/png")
         if api == "/cgi-bin/user/info":
@@ -383,7 +408,16 @@ class FakeWechat:
         return web.json_response(answer)
 
     async def _jscode2session(self, request: web.Request) -> web.StreamResponse:
-        api = "/sns/jscode2session"
+        return await self._exchange_code(request, "/sns/jscode2session", "js_code", self.js_codes)
+
+    async def _oauth2_access_token(self, request: web.Request) -> web.StreamResponse:
+        return await self._exchange_code(
+            request, "/sns/oauth2/access_token", "code", self.oauth_codes
+        )
+
+    async def _exchange_code(
+        self, request: web.Request, api: str, code_field: str, codes: dict[str, dict[str, Any]]
+    ) -> web.StreamResponse:
         query = request.query
         appid = query.get("appid", "")
         refused = await self._enter(api, appid, request) or self._credential_error(
@@ -391,7 +425,7 @@ class FakeWechat:
         )
         if refused is not None:
             return refused
-        entry = self.js_codes.get(query.get("js_code", ""))
+        entry = codes.get(query.get(code_field, ""))
         if entry is None or entry["appid"] != appid:
             return self._error(40029, "invalid code")
         if entry["used"]:

@@ -1,0 +1,158 @@
+"""The WeChat-shaped facade: token endpoints answered from tokensvc's token, issued-token calls
+forwarded with the app's token, sns APIs with the client key as ``secret``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from tests.conftest import ADMIN_KEY, AUTH, CLASSIC_APPID, CLIENT_KEY, LIMITED_KEY, STABLE_APPID
+from tests.support.service import Start, ready
+from tokensvc.wechat.fake import FakeWechat
+
+CUSTOM = {"touser": "o-1", "msgtype": "text", "text": {"content": "hi"}}
+
+
+@pytest.fixture
+async def service(start_service: Start, make_settings: Any) -> TestClient[Any, Any]:
+    return await ready(start_service, make_settings())
+
+
+async def v1_token(service: TestClient[Any, Any], appid: str) -> str:
+    body = await (await service.get(f"/v1/apps/{appid}/token", headers=AUTH)).json()
+    return str(body["access_token"])
+
+
+def classic_query(appid: str = CLASSIC_APPID, secret: str = CLIENT_KEY) -> dict[str, str]:
+    return {"grant_type": "client_credential", "appid": appid, "secret": secret}
+
+
+async def test_token_endpoints_answer_from_tokensvc(
+    fake: FakeWechat, service: TestClient[Any, Any]
+) -> None:
+    calls = fake.token_calls()
+    response = await service.get("/cgi-bin/token", params=classic_query())
+    body = await response.json()
+    assert response.status == 200 and set(body) == {"access_token", "expires_in"}
+    assert body["access_token"] == await v1_token(service, CLASSIC_APPID)
+    assert 0 < body["expires_in"] <= 60
+
+    stable = {"grant_type": "client_credential", "appid": STABLE_APPID, "secret": CLIENT_KEY}
+    body = await (await service.post("/cgi-bin/stable_token", json=stable)).json()
+    assert body["access_token"] == await v1_token(service, STABLE_APPID)
+    assert fake.token_calls() == calls  # nothing reached WeChat's token APIs
+
+
+@pytest.mark.parametrize(
+    ("query", "errcode"),
+    [
+        (classic_query(secret="wrong-key"), 40001),
+        (classic_query(secret=LIMITED_KEY), 40001),  # a real key, not granted this app
+        (classic_query(appid="wxnotconfigured01"), 40013),
+        ({**classic_query(), "grant_type": "password"}, 40002),
+        ({"grant_type": "client_credential", "secret": CLIENT_KEY}, 41002),
+        ({"grant_type": "client_credential", "appid": CLASSIC_APPID}, 41004),
+    ],
+)
+async def test_token_errors_are_wechat_shaped(
+    service: TestClient[Any, Any], query: dict[str, str], errcode: int
+) -> None:
+    response = await service.get("/cgi-bin/token", params=query)
+    assert response.status == 200
+    body = await response.json()
+    assert body["errcode"] == errcode and "access_token" not in body
+
+
+async def test_stable_errors_and_force_refresh_is_a_claim(
+    fake: FakeWechat, service: TestClient[Any, Any]
+) -> None:
+    stable = {"grant_type": "client_credential", "appid": STABLE_APPID, "secret": "wrong"}
+    assert (await (await service.post("/cgi-bin/stable_token", json=stable)).json())[
+        "errcode"
+    ] == 40125
+    assert (await (await service.get("/cgi-bin/stable_token")).json())["errcode"] == 43002
+    assert (await (await service.post("/cgi-bin/stable_token", data=b"[")).json())[
+        "errcode"
+    ] == 47001
+
+    before = await v1_token(service, STABLE_APPID)
+    calls = fake.token_calls(STABLE_APPID)
+    force = {**stable, "secret": CLIENT_KEY, "force_refresh": True}
+    fake.revoke(STABLE_APPID)  # the claim is true: the probe proves it dead, replaced once
+    body = await (await service.post("/cgi-bin/stable_token", json=force)).json()
+    after = body["access_token"]
+    assert after != before and fake.is_valid(after)
+    assert fake.token_calls(STABLE_APPID) == calls + 1
+
+    # a false claim: the probe finds the token good, nothing is spent, the same token comes back
+    body = await (await service.post("/cgi-bin/stable_token", json=force)).json()
+    assert body["access_token"] == after and fake.token_calls(STABLE_APPID) == calls + 1
+    assert fake.forces.get(STABLE_APPID, []) == []  # never a WeChat force refresh
+
+
+async def test_issued_tokens_are_forwarded_and_others_refused(
+    fake: FakeWechat, service: TestClient[Any, Any]
+) -> None:
+    token = await v1_token(service, STABLE_APPID)
+    url = "/cgi-bin/message/custom/send"
+    response = await service.post(url, params={"access_token": token}, json=CUSTOM)
+    assert response.status == 200 and (await response.json())["errcode"] == 0
+    assert fake.sent(url)[-1].body == CUSTOM
+
+    sent = len(fake.sent(url))
+    for params, errcode in (
+        ({"access_token": "not-issued-by-tokensvc"}, 40001),
+        ({}, 41001),
+    ):
+        body = await (await service.post(url, params=params, json=CUSTOM)).json()
+        assert body["errcode"] == errcode
+    body = await (await service.get("/cgi-bin/clear_quota", params={"access_token": token})).json()
+    assert body["errcode"] == 48001
+    assert len(fake.sent(url)) == sent and fake.count("/cgi-bin/clear_quota") == 0
+
+    # a token killed outside tokensvc: proven dead by WeChat's answer, replaced, retried once
+    calls = fake.token_calls(STABLE_APPID)
+    fake.revoke(STABLE_APPID)
+    response = await service.post(url, params={"access_token": token}, json=CUSTOM)
+    assert (await response.json())["errcode"] == 0
+    assert fake.token_calls(STABLE_APPID) == calls + 1 and len(fake.sent(url)) == sent + 1
+
+    # the dead token is no longer accepted: the SDK refetches (WeChat's 40001)
+    response = await service.post(url, params={"access_token": token}, json=CUSTOM)
+    assert (await response.json())["errcode"] == 40001
+
+    # a replaced token stays accepted within the overlap window, forwarded with the new one
+    previous = await v1_token(service, CLASSIC_APPID)
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    assert (await service.post(f"/v1/apps/{CLASSIC_APPID}/token/rotate", headers=admin)).ok
+    current = await v1_token(service, CLASSIC_APPID)
+    assert current != previous
+    template = {"touser": "o-1", "template_id": "t-1", "data": {"k": {"value": "v"}}}
+    response = await service.post(
+        "/cgi-bin/message/template/send", params={"access_token": previous}, json=template
+    )
+    assert (await response.json())["errcode"] == 0
+
+
+async def test_sns_apis_take_the_client_key_as_secret(
+    fake: FakeWechat, service: TestClient[Any, Any]
+) -> None:
+    fake.add_js_code(STABLE_APPID, "js-9", "openid-9", "session-key-9")
+    query = {"appid": STABLE_APPID, "secret": CLIENT_KEY, "js_code": "js-9"}
+    query["grant_type"] = "authorization_code"
+    body = await (await service.get("/sns/jscode2session", params=query)).json()
+    assert body == {"openid": "openid-9", "session_key": "session-key-9"}
+    assert (await (await service.get("/sns/jscode2session", params=query)).json())[
+        "errcode"
+    ] == 40163  # a code works once, and is never resent by tokensvc
+    wrong = {**query, "secret": "not-a-key"}
+    assert (await (await service.get("/sns/jscode2session", params=wrong)).json())[
+        "errcode"
+    ] == 40125
+
+    fake.add_oauth_code(CLASSIC_APPID, "web-code", "openid-w", "user-token-w")
+    oauth = {"appid": CLASSIC_APPID, "secret": CLIENT_KEY, "code": "web-code"}
+    body = await (await service.get("/sns/oauth2/access_token", params=oauth)).json()
+    assert body["openid"] == "openid-w" and body["access_token"] == "user-token-w"

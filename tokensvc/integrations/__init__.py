@@ -1,0 +1,1 @@
+"""Adapters that point existing WeChat SDKs at tokensvc's WeChat-shaped facade."""
