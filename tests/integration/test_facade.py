@@ -43,6 +43,10 @@ async def test_token_endpoints_answer_from_tokensvc(
     body = await (await service.post("/cgi-bin/stable_token", json=stable)).json()
     assert body["access_token"] == await v1_token(service, STABLE_APPID)
     assert fake.token_calls() == calls  # nothing reached WeChat's token APIs
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    metrics = await (await service.get("/metrics", headers=admin)).text()
+    line = f'tokensvc_token_requests_total{{appid="{CLASSIC_APPID}",client="orders"}}'
+    assert line in metrics  # counted per client, like GET /v1/apps/{appid}/token
 
 
 @pytest.mark.parametrize(
@@ -90,6 +94,16 @@ async def test_stable_errors_and_force_refresh_is_a_claim(
     body = await (await service.post("/cgi-bin/stable_token", json=force)).json()
     assert body["access_token"] == after and fake.token_calls(STABLE_APPID) == calls + 1
     assert fake.forces.get(STABLE_APPID, []) == []  # never a WeChat force refresh
+
+    # counted per client, like the /v1 routes
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    metrics = await (await service.get("/metrics", headers=admin)).text()
+    assert f'tokensvc_passive_refresh_total{{appid="{STABLE_APPID}",outcome="refreshed"}} 1.0' in (
+        metrics
+    )
+    status = await (await service.get("/v1/status", headers=admin)).json()
+    app = next(a for a in status["apps"] if a["appid"] == STABLE_APPID)
+    assert app["passive_today"]["orders"]["refreshed"] == 1
 
 
 async def test_issued_tokens_are_forwarded_and_others_refused(

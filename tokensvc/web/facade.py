@@ -43,7 +43,7 @@ from tokensvc.tokens.manager import TokenManager
 from tokensvc.tokens.values import Trigger
 from tokensvc.web.auth import CLIENT_NAME, plausible_key
 from tokensvc.web.body import read_body
-from tokensvc.web.keys import AUTH, MANAGERS, SENDER, SETTINGS
+from tokensvc.web.keys import AUTH, MANAGERS, METRICS, PASSIVE_TALLY, SENDER, SETTINGS
 from tokensvc.web.proxy import checked_wechat_path, passthrough_answer, proxied
 
 MAX_TOKEN_BODY = 64 * 1024
@@ -128,6 +128,7 @@ async def _token_answer(request: web.Request, manager: TokenManager) -> web.Resp
         token = await manager.current_or_wait(request.app[SETTINGS].wechat.timeout)
     except TokensvcError as exc:
         raise WechatShapedError(-1, f"system error: {exc}") from None
+    request.app[METRICS].token_requests.labels(manager.appid, request[CLIENT_NAME]).inc()
     return web.json_response(
         {"access_token": token.access_token, "expires_in": token.expires_in},
         headers={"Cache-Control": "no-store"},
@@ -183,10 +184,15 @@ async def stable_token(request: web.Request) -> web.Response:
     if force:
         served = manager.served()
         if served is not None:
+            metrics, tally = request.app[METRICS], request.app[PASSIVE_TALLY]
             try:
                 outcome = await manager.refresh_stale(served.access_token, trigger=Trigger.PASSIVE)
             except TokensvcError as exc:
+                metrics.passive.labels(manager.appid, "failed").inc()
+                tally.add(manager.appid, request[CLIENT_NAME], refreshed=False)
                 raise WechatShapedError(-1, f"system error: {exc}") from None
+            metrics.passive.labels(manager.appid, outcome.reason).inc()
+            tally.add(manager.appid, request[CLIENT_NAME], refreshed=outcome.refreshed)
             token = outcome.token
             return web.json_response(
                 {"access_token": token.access_token, "expires_in": token.expires_in},
