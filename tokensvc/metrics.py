@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from tokensvc.config import DEFAULT_PROXY_ALLOW
+from tokensvc.config import ProxyConfig
 from tokensvc.sender import JSCODE2SESSION_API
 from tokensvc.tokens.manager import TokenManager
 from tokensvc.tokens.values import UPSTREAM_OUTCOMES, RefreshAttempt
@@ -66,8 +66,8 @@ class _TokenCollector(Collector):
 class Metrics:
     """The counters and histograms of one tokensvc instance; :meth:`render` for ``/metrics``."""
 
-    def __init__(self, proxy_allow: tuple[str, ...] = DEFAULT_PROXY_ALLOW) -> None:
-        self._allow_labels = tuple(("/" + prefix, prefix) for prefix in proxy_allow)
+    def __init__(self, proxy: ProxyConfig | None = None) -> None:
+        self._proxy = proxy or ProxyConfig()
         self.registry = CollectorRegistry()
         r = self.registry
         self.refresh = Counter(
@@ -131,10 +131,8 @@ class Metrics:
         (``/cgi-bin/user/``), else ``other``. A bounded set, whatever paths clients send."""
         if api in _KNOWN_APIS:
             return api
-        for label, prefix in self._allow_labels:
-            if api.startswith(label) or api == label.rstrip("/"):
-                return "/" + prefix
-        return OTHER_API
+        prefix = self._proxy.allowing_prefix(api.removeprefix("/"))
+        return OTHER_API if prefix is None else "/" + prefix
 
     def observe_upstream(self, api: str, outcome: str, seconds: float) -> None:
         """The WeChat client's observer: one request to WeChat."""

@@ -62,7 +62,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[CLOCK] = SystemClock()
     app[AUTH] = Authenticator(settings.clients, settings.admin.key_sha256, settings.server)
-    app[METRICS] = Metrics(settings.proxy.allow)
+    app[METRICS] = Metrics(settings.proxy)
     app[PASSIVE_TALLY] = PassiveTally(app[CLOCK])
     app.cleanup_ctx.extend([_database, _events, _wechat_client, _managers, _sync, _scheduler])
     app.add_routes(api.routes)
