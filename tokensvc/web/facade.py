@@ -44,10 +44,14 @@ from tokensvc.tokens.values import Trigger
 from tokensvc.web.auth import CLIENT_NAME, plausible_key
 from tokensvc.web.body import read_body
 from tokensvc.web.keys import AUTH, MANAGERS, METRICS, PASSIVE_TALLY, SENDER, SETTINGS
-from tokensvc.web.proxy import checked_wechat_path, passthrough_answer, proxied
+from tokensvc.web.proxy import (
+    checked_wechat_path,
+    forward_request,
+    passthrough_answer,
+    proxied,
+)
 
 MAX_TOKEN_BODY = 64 * 1024
-MAX_FORWARD_BODY = 1 << 20
 SDK_CLIENT = "sdk"
 """The client label of calls authenticated by an issued access_token (no key is sent)."""
 
@@ -278,20 +282,7 @@ async def forward(request: web.Request) -> web.Response:
     if not request.app[SETTINGS].proxy.allows(path):
         raise WechatShapedError(48001, f"api unauthorized: /{path} is not in tokensvc's allow-list")
     request[CLIENT_NAME] = SDK_CLIENT
-    api = "/" + path
-    params = {k: v for k, v in request.query.items() if k != "access_token"}
-    data = await read_body(request, MAX_FORWARD_BODY) if request.method == "POST" else None
-    content_type = request.headers.get("Content-Type", "application/json") if data else None
-    sender = request.app[SENDER]
-    result = await proxied(
-        request,
-        manager,
-        api,
-        lambda: sender.send(
-            manager, request.method, api, params=params, data=data, content_type=content_type
-        ),
-        failure=_wechat_failure,
-    )
+    result = await forward_request(request, manager, "/" + path, failure=_wechat_failure)
     answer = result.answer
     return web.Response(
         status=answer.status,

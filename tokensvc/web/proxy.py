@@ -204,6 +204,20 @@ async def passthrough(request: web.Request) -> web.Response:
             "token endpoints and quota resets are never forwarded",
         )
     api = "/" + path
+    result = await forward_request(request, manager, api)
+    return passthrough_answer(result, api)
+
+
+async def forward_request(
+    request: web.Request,
+    manager: TokenManager,
+    api: str,
+    *,
+    failure: FailureAnswer = _domain_failure,
+) -> SendResult:
+    """Send the request on to WeChat's ``api`` with the app's token, through :func:`proxied`:
+    its method, its query minus any ``access_token``, and for POST its whole body (at most
+    :data:`MAX_PROXY_BODY` bytes) with its ``Content-Type``."""
     params = {k: v for k, v in request.query.items() if k != "access_token"}
     data: bytes | None = None
     content_type: str | None = None
@@ -211,15 +225,15 @@ async def passthrough(request: web.Request) -> web.Response:
         data = await read_body(request, MAX_PROXY_BODY)
         content_type = request.headers.get("Content-Type", "application/json")
     sender = request.app[SENDER]
-    result = await proxied(
+    return await proxied(
         request,
         manager,
         api,
         lambda: sender.send(
             manager, request.method, api, params=params, data=data, content_type=content_type
         ),
+        failure=failure,
     )
-    return passthrough_answer(result, api)
 
 
 def _passthrough_path(request: web.Request) -> str:
