@@ -51,6 +51,15 @@ def token_body(token: ServedToken) -> dict[str, Any]:
     }
 
 
+def count_passive(
+    request: web.Request, appid: str, outcome: str, *, refreshed: bool = False
+) -> None:
+    """Count a passive-refresh claim (``outcome``: the refresh reason, or ``failed``) in the
+    metrics and in the status page's per-client tally."""
+    request.app[METRICS].passive.labels(appid, outcome).inc()
+    request.app[PASSIVE_TALLY].add(appid, request[CLIENT_NAME], refreshed=refreshed)
+
+
 @routes.get("/v1/apps")
 async def list_apps(request: web.Request) -> web.Response:
     """The apps this client may use: ``{"apps": [{"appid", "name", "kind", "token_api"}]}``."""
@@ -105,19 +114,14 @@ async def refresh_token(request: web.Request) -> web.Response:
                 "a refresh will not help",
             )
 
-    def note(outcome: str, refreshed: bool = False) -> None:
-        """Count the request for metrics and the status page's passive tally."""
-        request.app[METRICS].passive.labels(manager.appid, outcome).inc()
-        request.app[PASSIVE_TALLY].add(manager.appid, request[CLIENT_NAME], refreshed=refreshed)
-
     try:
         outcome = await manager.refresh_stale(stale, trigger=Trigger.PASSIVE)
     except TokensvcError as exc:
-        note("failed")
+        count_passive(request, manager.appid, "failed")
         raise domain_error(
             exc, request.app[CLOCK].now(), retry_at=manager.next_refresh_at()
         ) from None
-    note(outcome.reason, outcome.refreshed)
+    count_passive(request, manager.appid, outcome.reason, refreshed=outcome.refreshed)
     return web.json_response(
         {
             **token_body(outcome.token),

@@ -40,10 +40,11 @@ from tokensvc.config import ClientConfig
 from tokensvc.errors import TokensvcError, UpstreamTimeout, UpstreamUnavailable
 from tokensvc.sender import JSCODE2SESSION_API, OAUTH2_ACCESS_TOKEN_API
 from tokensvc.tokens.manager import TokenManager
-from tokensvc.tokens.values import Trigger
+from tokensvc.tokens.values import ServedToken, Trigger
+from tokensvc.web.api import count_passive
 from tokensvc.web.auth import CLIENT_NAME, plausible_key
 from tokensvc.web.body import read_body
-from tokensvc.web.keys import AUTH, MANAGERS, METRICS, PASSIVE_TALLY, SENDER, SETTINGS
+from tokensvc.web.keys import AUTH, MANAGERS, METRICS, SENDER, SETTINGS
 from tokensvc.web.proxy import (
     checked_wechat_path,
     forward_request,
@@ -100,9 +101,21 @@ _WRONG_SECRET = {
 }
 
 
-def _client_for(request: web.Request, appid: str, secret: str, wrong: tuple[int, str]) -> str:
-    """The configured app ``appid`` for the client whose key is ``secret``; sets the client
-    name. Raises WeChat's 40013 (unknown appid) or ``wrong`` (wrong or ungranted key)."""
+def _required(appid: Any, secret: Any) -> tuple[str, str]:
+    """``appid`` and ``secret`` as given; WeChat's 41002/41004 when one is missing."""
+    if not isinstance(appid, str) or not appid:
+        raise WechatShapedError(41002, "appid missing")
+    if not isinstance(secret, str) or not secret:
+        raise WechatShapedError(41004, "appsecret missing")
+    return appid, secret
+
+
+def _client_for(
+    request: web.Request, appid: str, secret: str, wrong: tuple[int, str]
+) -> TokenManager:
+    """The manager of the configured app ``appid``, for the client whose key is ``secret``;
+    sets the client name. Raises WeChat's 40013 (unknown appid) or ``wrong`` (wrong or
+    ungranted key)."""
     manager = request.app[MANAGERS].get(appid)
     if manager is None:
         raise WechatShapedError(40013, "invalid appid")
@@ -111,20 +124,23 @@ def _client_for(request: web.Request, appid: str, secret: str, wrong: tuple[int,
     if client is None or not client.may_use(appid):
         raise WechatShapedError(*wrong)
     request[CLIENT_NAME] = client.name
-    return appid
+    return manager
 
 
 def _credentials(request: web.Request, fields: dict[str, Any], api: str) -> TokenManager:
     """Check ``grant_type``/``appid``/``secret`` of a token request; the app's manager."""
-    appid, secret = fields.get("appid"), fields.get("secret")
-    if not isinstance(appid, str) or not appid:
-        raise WechatShapedError(41002, "appid missing")
-    if not isinstance(secret, str) or not secret:
-        raise WechatShapedError(41004, "appsecret missing")
+    appid, secret = _required(fields.get("appid"), fields.get("secret"))
     if fields.get("grant_type") != "client_credential":
         raise WechatShapedError(40002, "invalid grant_type")
-    _client_for(request, appid, secret, _WRONG_SECRET[api])
-    return request.app[MANAGERS][appid]
+    return _client_for(request, appid, secret, _WRONG_SECRET[api])
+
+
+def _token_json(token: ServedToken) -> web.Response:
+    """WeChat's token answer ``{"access_token", "expires_in"}``, never cached."""
+    return web.json_response(
+        {"access_token": token.access_token, "expires_in": token.expires_in},
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 async def _token_answer(request: web.Request, manager: TokenManager) -> web.Response:
@@ -133,10 +149,7 @@ async def _token_answer(request: web.Request, manager: TokenManager) -> web.Resp
     except TokensvcError as exc:
         raise WechatShapedError(-1, f"system error: {exc}") from None
     request.app[METRICS].token_requests.labels(manager.appid, request[CLIENT_NAME]).inc()
-    return web.json_response(
-        {"access_token": token.access_token, "expires_in": token.expires_in},
-        headers={"Cache-Control": "no-store"},
-    )
+    return _token_json(token)
 
 
 def _answering(handler: Any) -> Any:
@@ -188,37 +201,26 @@ async def stable_token(request: web.Request) -> web.Response:
     if force:
         served = manager.served()
         if served is not None:
-            metrics, tally = request.app[METRICS], request.app[PASSIVE_TALLY]
             try:
                 outcome = await manager.refresh_stale(served.access_token, trigger=Trigger.PASSIVE)
             except TokensvcError as exc:
-                metrics.passive.labels(manager.appid, "failed").inc()
-                tally.add(manager.appid, request[CLIENT_NAME], refreshed=False)
+                count_passive(request, manager.appid, "failed")
                 raise WechatShapedError(-1, f"system error: {exc}") from None
-            metrics.passive.labels(manager.appid, outcome.reason).inc()
-            tally.add(manager.appid, request[CLIENT_NAME], refreshed=outcome.refreshed)
-            token = outcome.token
-            return web.json_response(
-                {"access_token": token.access_token, "expires_in": token.expires_in},
-                headers={"Cache-Control": "no-store"},
-            )
+            count_passive(request, manager.appid, outcome.reason, refreshed=outcome.refreshed)
+            return _token_json(outcome.token)
     return await _token_answer(request, manager)
 
 
 async def _exchange_secret(request: web.Request, api: str, code_field: str) -> web.Response:
     """An ``sns/`` API that takes the AppSecret: the client key in ``secret`` is replaced by it."""
     query = request.query
-    appid, secret, code = query.get("appid"), query.get("secret"), query.get(code_field)
-    if not appid:
-        raise WechatShapedError(41002, "appid missing")
-    if not secret:
-        raise WechatShapedError(41004, "appsecret missing")
+    appid, secret = _required(query.get("appid"), query.get("secret"))
+    code = query.get(code_field)
     if not code or len(code) > 256:
         raise WechatShapedError(41008, "missing code")
     if query.get("grant_type", "authorization_code") != "authorization_code":
         raise WechatShapedError(40002, "invalid grant_type")
-    _client_for(request, appid, secret, (40125, "invalid appsecret"))
-    manager = request.app[MANAGERS][appid]
+    manager = _client_for(request, appid, secret, (40125, "invalid appsecret"))
     sender = request.app[SENDER]
     result = await proxied(
         request,
@@ -255,8 +257,10 @@ def _wechat_failure(exc: TokensvcError, api: str, now: float) -> web.HTTPExcepti
             status = 504
         elif isinstance(exc, UpstreamUnavailable) and exc.request_sent:
             status = 502
-    answer = WechatShapedError(-1, f"system error: {exc}", status=status).response()
-    failure = web.HTTPException(body=answer.body, content_type="application/json")
+    failure = web.HTTPException(
+        text=json.dumps({"errcode": -1, "errmsg": f"system error: {exc}"}),
+        content_type="application/json",
+    )
     failure.set_status(status)
     return failure
 
