@@ -82,17 +82,14 @@ routes = web.RouteTableDef()
 class WechatShapedError(Exception):
     """An answer in WeChat's error shape; raised inside this module, answered by its routes."""
 
-    def __init__(self, errcode: int, errmsg: str, *, status: int = 200) -> None:
+    def __init__(self, errcode: int, errmsg: str) -> None:
         super().__init__(errmsg)
         self.errcode = errcode
         self.errmsg = errmsg
-        self.status = status
 
     def response(self) -> web.Response:
-        """``{"errcode", "errmsg"}`` with the HTTP status (200 unless the outcome is unknown)."""
-        return web.json_response(
-            {"errcode": self.errcode, "errmsg": self.errmsg}, status=self.status
-        )
+        """``{"errcode", "errmsg"}`` with HTTP 200, as WeChat answers its errors."""
+        return web.json_response({"errcode": self.errcode, "errmsg": self.errmsg})
 
 
 _WRONG_SECRET = {
