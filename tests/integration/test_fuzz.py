@@ -35,7 +35,7 @@ import tomli_w
 from tests.conftest import ADMIN_KEY, AUTH, CLASSIC_APPID, CLIENT_KEY, STABLE_APPID
 from tests.support.config import write_config
 from tests.support.replicas import Replica
-from tests.support.service import free_port
+from tests.support.service import free_port, wait_until
 
 ST = Path(sys.executable).parent / "st"
 """schemathesis' CLI, installed with the ``test`` extra."""
@@ -119,15 +119,15 @@ async def serve(fake_url: str, tmp_path: Path) -> AsyncIterator[Replica]:
 
 async def wait_for_tokens(url: str, timeout: float = 30) -> None:
     async with aiohttp.ClientSession(headers=AUTH) as session:
-        for _ in range(int(timeout / 0.1)):
-            statuses = []
+
+        async def served() -> bool:
             for appid in (CLASSIC_APPID, STABLE_APPID):
                 async with session.get(f"{url}/v1/apps/{appid}/token") as response:
-                    statuses.append(response.status)
-            if statuses == [200, 200]:
-                return
-            await asyncio.sleep(0.1)
-    raise AssertionError(f"the test apps did not get tokens: {statuses}")
+                    if response.status != 200:
+                        return False
+            return True
+
+        await wait_until(served, timeout=timeout, interval=0.1)
 
 
 async def run_schemathesis(name: str, url: str, key: str, config: Path, cwd: Path) -> str:
