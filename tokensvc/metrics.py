@@ -15,7 +15,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from tokensvc.config import ProxyConfig
-from tokensvc.sender import JSCODE2SESSION_API
+from tokensvc.sender import JSCODE2SESSION_API, OAUTH2_ACCESS_TOKEN_API, USER_TOKEN_APIS
 from tokensvc.tokens.manager import TokenManager
 from tokensvc.tokens.values import UPSTREAM_OUTCOMES, RefreshAttempt
 from tokensvc.wechat.client import CLASSIC_TOKEN_API, PROBE_API, STABLE_TOKEN_API
@@ -25,7 +25,8 @@ OTHER_API = "other"
 """The ``api`` label of a WeChat path outside every known API and allow-list prefix."""
 
 _KNOWN_APIS = frozenset(
-    {CLASSIC_TOKEN_API, STABLE_TOKEN_API, PROBE_API, JSCODE2SESSION_API}
+    {CLASSIC_TOKEN_API, STABLE_TOKEN_API, PROBE_API, JSCODE2SESSION_API, OAUTH2_ACCESS_TOKEN_API}
+    | set(USER_TOKEN_APIS)
     | {route.api for route in MESSAGE_ROUTES.values()}
 )
 

@@ -30,6 +30,13 @@ JSCODE2SESSION_API = "/sns/jscode2session"
 OAUTH2_ACCESS_TOKEN_API = "/sns/oauth2/access_token"
 """Official-account web login (网页授权): code → the user's access_token and openid.
 https://developers.weixin.qq.com/doc/offiaccount/OA_Web_Apps/Wechat_webpage_authorization.html"""
+USER_TOKEN_APIS: Mapping[str, tuple[str, ...]] = {
+    "/sns/oauth2/refresh_token": ("appid", "grant_type", "refresh_token"),
+    "/sns/userinfo": ("access_token", "openid", "lang"),
+    "/sns/auth": ("access_token", "openid"),
+}
+"""Web login's calls with the user's own tokens (no AppSecret, no app token), and the query
+parameters each takes. Same doc page as :data:`OAUTH2_ACCESS_TOKEN_API`."""
 MAX_PROXY_ANSWER_BYTES = 10 << 20
 """Upstream answers (media, QR code images) are read up to this size (bytes)."""
 
@@ -110,6 +117,12 @@ class Sender:
             code_field: code,
             "grant_type": "authorization_code",
         }
+        return await self._exchange_resending_unsent("GET", api, params, None, None, None)
+
+    async def relay(self, api: str, params: Mapping[str, str]) -> RawAnswer:
+        """A GET of one of :data:`USER_TOKEN_APIS` with ``params`` as given (the user's own
+        ``access_token`` or ``refresh_token``; nothing of the app's is added); WeChat's answer as
+        it came. Raises as :meth:`send`."""
         return await self._exchange_resending_unsent("GET", api, params, None, None, None)
 
     async def _once(

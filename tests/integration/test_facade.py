@@ -170,3 +170,53 @@ async def test_sns_apis_take_the_client_key_as_secret(
     oauth = {"appid": CLASSIC_APPID, "secret": CLIENT_KEY, "code": "web-code"}
     body = await (await service.get("/sns/oauth2/access_token", params=oauth)).json()
     assert body["openid"] == "openid-w" and body["access_token"] == "user-token-w"
+
+
+async def test_web_login_user_token_calls_are_relayed(
+    fake: FakeWechat, service: TestClient[Any, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """An SDK's whole web login (网页授权) through tokensvc: code → user token → userinfo, auth,
+    refresh_token → userinfo with the renewed token. The user's tokens are relayed, never
+    logged; the app's token never goes with them."""
+    fake.add_oauth_code(CLASSIC_APPID, "web-code-2", "openid-u", "user-token-u")
+    oauth = {"appid": CLASSIC_APPID, "secret": CLIENT_KEY, "code": "web-code-2"}
+    grant = await (await service.get("/sns/oauth2/access_token", params=oauth)).json()
+    user = {"access_token": grant["access_token"], "openid": "openid-u"}
+
+    info = await (await service.get("/sns/userinfo", params={**user, "lang": "zh_CN"})).json()
+    assert info["openid"] == "openid-u" and "nickname" in info
+    assert await (await service.get("/sns/auth", params=user)).json() == {
+        "errcode": 0,
+        "errmsg": "ok",
+    }
+    renew = {"appid": CLASSIC_APPID, "grant_type": "refresh_token"}
+    renewed = await (
+        await service.get("/sns/oauth2/refresh_token", params={**renew, **grant})
+    ).json()
+    assert renewed["openid"] == "openid-u" and renewed["access_token"] != grant["access_token"]
+    again = {"access_token": renewed["access_token"], "openid": "openid-u"}
+    assert (await (await service.get("/sns/userinfo", params=again)).json())["openid"] == "openid-u"
+
+    # WeChat's own errors come back as they are; tokensvc's checks come first
+    wrong = {**user, "openid": "someone-else"}
+    assert (await (await service.get("/sns/auth", params=wrong)).json())["errcode"] == 40003
+    assert (await (await service.get("/sns/userinfo", params={"openid": "o"})).json())[
+        "errcode"
+    ] == 41001
+    unknown = {**renew, "appid": "wx0000000000000000", "refresh_token": "r"}
+    calls = fake.count("/sns/oauth2/refresh_token")
+    assert (await (await service.get("/sns/oauth2/refresh_token", params=unknown)).json())[
+        "errcode"
+    ] == 40013
+    assert fake.count("/sns/oauth2/refresh_token") == calls  # nothing relayed for other apps
+
+    metrics = await (
+        await service.get("/metrics", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+    ).text()
+    relayed = (
+        'tokensvc_proxy_requests_total{api="/sns/userinfo",appid="-",client="sdk",errcode="0"} 2.0'
+    )
+    assert relayed in metrics
+    assert 'api="/sns/oauth2/access_token"' in metrics  # a known API, not "other"
+    logged = caplog.text
+    assert grant["access_token"] not in logged and grant["refresh_token"] not in logged

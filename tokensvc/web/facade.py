@@ -12,6 +12,8 @@ with a tokensvc client key where the AppSecret was:
 - ``/sns/jscode2session`` and ``/sns/oauth2/access_token`` with the client key as ``secret``:
   tokensvc substitutes the AppSecret; a code is never resent; ``session_key`` and the user's
   tokens are never logged.
+- Web login's calls with the user's own tokens (``/sns/oauth2/refresh_token``,
+  ``/sns/userinfo``, ``/sns/auth``) are relayed as they came: they need nothing of the app's.
 - Every other call under a WeChat API root (``/cgi-bin/``, ``/wxa/``, ``/datacube/``...) with
   ``?access_token=T``: accepted only when ``T`` is a token tokensvc issued for an app (current,
   or previous within the overlap window); forwarded under ``[proxy] allow`` and the passthrough's
@@ -38,7 +40,7 @@ from aiohttp import web
 
 from tokensvc.config import ClientConfig
 from tokensvc.errors import TokensvcError, UpstreamTimeout, UpstreamUnavailable
-from tokensvc.sender import JSCODE2SESSION_API, OAUTH2_ACCESS_TOKEN_API
+from tokensvc.sender import JSCODE2SESSION_API, OAUTH2_ACCESS_TOKEN_API, USER_TOKEN_APIS
 from tokensvc.tokens.manager import TokenManager
 from tokensvc.tokens.values import ServedToken, Trigger
 from tokensvc.web.api import count_passive
@@ -221,7 +223,7 @@ async def _exchange_secret(request: web.Request, api: str, code_field: str) -> w
     sender = request.app[SENDER]
     result = await proxied(
         request,
-        manager,
+        manager.appid,
         api,
         lambda: sender.exchange_code(manager.app, api, code_field, code),
         failure=_wechat_failure,
@@ -243,6 +245,36 @@ async def oauth2_access_token(request: web.Request) -> web.Response:
     """Official account web login: ``?appid&secret=<client key>&code&grant_type=
     authorization_code`` → WeChat's ``{access_token, refresh_token, openid, scope, ...}``."""
     return await _exchange_secret(request, OAUTH2_ACCESS_TOKEN_API, "code")
+
+
+async def user_token_api(request: web.Request) -> web.Response:
+    """Web login's calls with the user's own tokens, relayed as they came: ``GET
+    /sns/oauth2/refresh_token?appid&grant_type=refresh_token&refresh_token`` (``appid`` must be
+    a configured app), ``/sns/userinfo?access_token&openid&lang`` and ``/sns/auth?access_token&
+    openid``; only those parameters are sent on, nothing of the app's is added."""
+    api = request.path
+    params: dict[str, str] = {}
+    for name in USER_TOKEN_APIS[api]:
+        value = request.query.get(name)
+        if value is not None:
+            if len(value) > 512:
+                raise WechatShapedError(40097, f"invalid args: {name} is too long")
+            params[name] = value
+    appid = "-"
+    if api == "/sns/oauth2/refresh_token":
+        appid = params.get("appid", "")
+        if not appid:
+            raise WechatShapedError(41002, "appid missing")
+        if appid not in request.app[MANAGERS]:
+            raise WechatShapedError(40013, "invalid appid")
+    elif not params.get("access_token"):
+        raise WechatShapedError(41001, "access_token missing")
+    request[CLIENT_NAME] = SDK_CLIENT
+    sender = request.app[SENDER]
+    result = await proxied(
+        request, appid, api, lambda: sender.relay(api, params), failure=_wechat_failure
+    )
+    return passthrough_answer(result, api)
 
 
 def _wechat_failure(exc: TokensvcError, api: str, now: float) -> web.HTTPException:
@@ -295,6 +327,8 @@ async def forward(request: web.Request) -> web.Response:
 def add_routes(app: web.Application) -> None:
     """Register the WeChat-shaped routes (after tokensvc's own, which take precedence)."""
     app.add_routes(routes)
+    for api in USER_TOKEN_APIS:
+        app.router.add_get(api, _answering(user_token_api))
     roots = "|".join(WECHAT_ROOTS)
     resource = app.router.add_resource(f"/{{root:(?:{roots})}}/{{path:.+}}")
     for method in ("GET", "POST"):  # others: 405 with Allow

@@ -1072,6 +1072,45 @@ PATHS |= {
             parameters=[*_CODE_EXCHANGE, _query("code", "The code from the redirect.")],
         )
     },
+    "/sns/oauth2/refresh_token": {
+        "get": _operation(
+            "wechatOauth2RefreshToken",
+            "Renew a web-login user token",
+            "WeChat's `GET /sns/oauth2/refresh_token`, relayed as it came (it needs nothing of "
+            "the app's); `appid` must be a configured app (40013 otherwise).",
+            "wechat",
+            PUBLIC,
+            _responses(_WECHAT_SHAPED, auth=False, more=_WECHAT_UNKNOWN),
+            parameters=[
+                _query("appid", "The app's appid."),
+                _query("grant_type", "`refresh_token`."),
+                _query("refresh_token", "The user's refresh_token from web login."),
+            ],
+        )
+    },
+    **{
+        api: {
+            "get": _operation(
+                f"wechatSns{api.rsplit('/', 1)[1].capitalize()}",
+                f"WeChat's `{api}` with the user's web-login token",
+                f"WeChat's `GET {api}`, relayed as it came (the user's own `access_token`; "
+                "nothing of the app's is added; 41001 without one).",
+                "wechat",
+                PUBLIC,
+                _responses(_WECHAT_SHAPED, auth=False, more=_WECHAT_UNKNOWN),
+                parameters=[
+                    _query("access_token", "The user's access_token from web login."),
+                    _query("openid", "The user's openid."),
+                    *(
+                        [_query("lang", "`zh_CN`, `zh_TW` or `en`.")]
+                        if api == "/sns/userinfo"
+                        else []
+                    ),
+                ],
+            )
+        }
+        for api in ("/sns/userinfo", "/sns/auth")
+    },
     "/{root}/{path}": {
         method: _operation(
             f"wechatForward{method.capitalize()}",

@@ -50,14 +50,15 @@ def _domain_failure(exc: TokensvcError, api: str, now: float) -> web.HTTPExcepti
 
 async def proxied(
     request: web.Request,
-    manager: TokenManager,
+    appid: str,
     api: str,
     call: Callable[[], Awaitable[SendResult | RawAnswer]],
     *,
     failure: FailureAnswer = _domain_failure,
 ) -> SendResult:
-    """Run one proxied call, count it (app, client, API, errcode, latency), map failures with
-    ``failure`` (by default :func:`~tokensvc.web.errors.domain_error`)."""
+    """Run one proxied call for ``appid`` (``-`` when no app is known), count it (app, client,
+    API, errcode, latency), map failures with ``failure`` (by default
+    :func:`~tokensvc.web.errors.domain_error`)."""
     metrics = request.app[METRICS]
     client = request.get(CLIENT_NAME, "-")
     started = time.monotonic()
@@ -78,8 +79,8 @@ async def proxied(
         raise failure(exc, api, request.app[CLOCK].now()) from None
     finally:
         label = metrics.api_label(api)
-        metrics.proxy.labels(manager.appid, client, label, bounded_outcome(outcome)).inc()
-        metrics.proxy_duration.labels(manager.appid, label).observe(time.monotonic() - started)
+        metrics.proxy.labels(appid, client, label, bounded_outcome(outcome)).inc()
+        metrics.proxy_duration.labels(appid, label).observe(time.monotonic() - started)
 
 
 def failure_outcome(exc: TokensvcError, api: str) -> str:
@@ -156,7 +157,10 @@ async def send_message(request: web.Request) -> web.Response:
         raise json_error(400, "bad_request", str(exc)) from None
     sender = request.app[SENDER]
     result = await proxied(
-        request, manager, route.api, lambda: sender.send(manager, "POST", route.api, json_body=body)
+        request,
+        manager.appid,
+        route.api,
+        lambda: sender.send(manager, "POST", route.api, json_body=body),
     )
     return _json_answer(result, route.api)
 
@@ -178,7 +182,10 @@ async def jscode2session(request: web.Request) -> web.Response:
     js_code = string_field(body, "js_code", max_length=256, hint="the code from wx.login()")
     sender = request.app[SENDER]
     result = await proxied(
-        request, manager, JSCODE2SESSION_API, lambda: sender.jscode2session(manager.app, js_code)
+        request,
+        manager.appid,
+        JSCODE2SESSION_API,
+        lambda: sender.jscode2session(manager.app, js_code),
     )
     return _json_answer(result, JSCODE2SESSION_API)
 
@@ -227,7 +234,7 @@ async def forward_request(
     sender = request.app[SENDER]
     return await proxied(
         request,
-        manager,
+        manager.appid,
         api,
         lambda: sender.send(
             manager, request.method, api, params=params, data=data, content_type=content_type

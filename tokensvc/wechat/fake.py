@@ -107,6 +107,8 @@ class FakeWechat:
     received: list[ReceivedCall] = field(default_factory=list)
     js_codes: dict[str, dict[str, Any]] = field(default_factory=dict)
     oauth_codes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    user_tokens: dict[str, dict[str, str]] = field(default_factory=dict)  # web login
+    refresh_tokens: dict[str, dict[str, str]] = field(default_factory=dict)
     media: dict[str, tuple[bytes, str]] = field(default_factory=dict)
     _faults: dict[str, collections.deque[_Fault]] = field(default_factory=dict)
     _quota_used: collections.Counter[tuple[str, str, int]] = field(
@@ -187,15 +189,25 @@ class FakeWechat:
 
     def add_oauth_code(self, appid: str, code: str, openid: str, user_token: str) -> None:
         """Register an official-account web login code for ``/sns/oauth2/access_token`` (it
-        works once); the answer carries ``user_token`` as the user's ``access_token``."""
-        answer = {
+        works once); the answer carries ``user_token`` as the user's ``access_token`` (good for
+        ``/sns/userinfo`` and ``/sns/auth``) and ``refresh-<user_token>`` as its
+        ``refresh_token`` (for ``/sns/oauth2/refresh_token``)."""
+        answer = self._user_grant(appid, openid, user_token, f"refresh-{user_token}")
+        self.oauth_codes[code] = {"appid": appid, "answer": answer, "used": False}
+
+    def _user_grant(
+        self, appid: str, openid: str, user_token: str, refresh_token: str
+    ) -> dict[str, Any]:
+        user = {"appid": appid, "openid": openid, "refresh_token": refresh_token}
+        self.user_tokens[user_token] = user
+        self.refresh_tokens[refresh_token] = user
+        return {
             "access_token": user_token,
             "expires_in": 7200,
-            "refresh_token": f"refresh-{user_token}",
+            "refresh_token": refresh_token,
             "openid": openid,
-            "scope": "snsapi_base",
+            "scope": "snsapi_userinfo",
         }
-        self.oauth_codes[code] = {"appid": appid, "answer": answer, "used": False}
 
     def sent(self, api: str | None = None) -> list[ReceivedCall]:
         """Calls the business APIs accepted (token valid), in order; for ``api`` or all."""
@@ -221,6 +233,9 @@ class FakeWechat:
         app.router.add_post("/wxa/getwxacode", self._business_api)
         app.router.add_get("/sns/jscode2session", self._jscode2session)
         app.router.add_get("/sns/oauth2/access_token", self._oauth2_access_token)
+        app.router.add_get("/sns/oauth2/refresh_token", self._oauth2_refresh_token)
+        app.router.add_get("/sns/userinfo", self._sns_user_api)
+        app.router.add_get("/sns/auth", self._sns_user_api)
         app.router.add_get("/_sim/stats", self._sim_stats)
         app.router.add_post("/_sim/revoke", self._sim_revoke)
         app.router.add_post("/_sim/faults", self._sim_fault)
@@ -432,6 +447,52 @@ class FakeWechat:
             return self._error(40163, "code been used")
         entry["used"] = True
         return web.json_response(entry["answer"])
+
+    async def _oauth2_refresh_token(self, request: web.Request) -> web.StreamResponse:
+        query = request.query
+        appid = query.get("appid", "")
+        refused = await self._enter("/sns/oauth2/refresh_token", appid, request)
+        if refused is not None:
+            return refused
+        if query.get("grant_type") != "refresh_token":
+            return self._error(40002, "invalid grant_type")
+        if appid not in self.apps:
+            return self._error(40013, "invalid appid")
+        user = self.refresh_tokens.get(query.get("refresh_token", ""))
+        if user is None or user["appid"] != appid:
+            return self._error(40030, "invalid refresh_token")
+        user_token = f"user-{secrets.token_hex(8)}"
+        return web.json_response(
+            self._user_grant(appid, user["openid"], user_token, user["refresh_token"])
+        )
+
+    async def _sns_user_api(self, request: web.Request) -> web.StreamResponse:
+        """``/sns/userinfo`` and ``/sns/auth``: the user's own token and openid."""
+        query = request.query
+        refused = await self._enter(request.path, "", request)
+        if refused is not None:
+            return refused
+        if not query.get("access_token"):
+            return self._error(41001, "access_token missing")
+        user = self.user_tokens.get(query["access_token"])
+        if user is None:
+            return self._error(40001, "invalid credential, access_token is invalid or not latest")
+        if query.get("openid") != user["openid"]:
+            return self._error(40003, "invalid openid")
+        if request.path == "/sns/auth":
+            return web.json_response({"errcode": 0, "errmsg": "ok"})
+        return web.json_response(
+            {
+                "openid": user["openid"],
+                "nickname": "simulated user",
+                "sex": 0,
+                "province": "",
+                "city": "",
+                "country": "",
+                "headimgurl": "",
+                "privilege": [],
+            }
+        )
 
     async def _sim_stats(self, request: web.Request) -> web.StreamResponse:
         stats: dict[str, dict[str, int]] = {}
