@@ -324,6 +324,37 @@ async def test_wxjava_miniapp_token_jscode2session_and_send(
     assert fake.token_calls() == calls
 
 
+async def test_wxjava_mp_web_login(fake: FakeWechat, service: TestClient[Any, Any]) -> None:
+    """WxJava mp web login, ``WxMpOAuth2ServiceImpl`` (weixin-java-mp .../api/impl/
+    WxMpOAuth2ServiceImpl.java) with the ``WxMpApiUrl.OAuth2`` formats on ``apiHost``:
+    ``getAccessToken(code)`` sends ``/sns/oauth2/access_token?appid=%s&secret=%s&code=%s&
+    grant_type=authorization_code`` (config secret: the client key), ``refreshAccessToken``
+    ``/sns/oauth2/refresh_token?appid=%s&grant_type=refresh_token&refresh_token=%s``,
+    ``getUserInfo`` ``/sns/userinfo?access_token=%s&openid=%s&lang=%s`` (lang ``zh_CN`` by
+    default), all through ``SimpleGetRequestExecutor`` (no app token appended). The authorize
+    page (``CONNECT_OAUTH2_AUTHORIZE_URL``) is on ``openHost``, which stays WeChat's."""
+    fake.add_oauth_code(CLASSIC_APPID, "web-wxjava", "openid-web", "user-token-web")
+    grant = await send(
+        service,
+        "GET",
+        f"/sns/oauth2/access_token?appid={CLASSIC_APPID}&secret={CLIENT_KEY}&code=web-wxjava"
+        "&grant_type=authorization_code",
+    )
+    assert grant.status == 200 and grant.body["openid"] == "openid-web"
+    user_token, refresh = grant.body["access_token"], grant.body["refresh_token"]
+    info = await send(
+        service, "GET", f"/sns/userinfo?access_token={user_token}&openid=openid-web&lang=zh_CN"
+    )
+    assert info.body["openid"] == "openid-web"
+    renewed = await send(
+        service,
+        "GET",
+        f"/sns/oauth2/refresh_token?appid={CLASSIC_APPID}&grant_type=refresh_token"
+        f"&refresh_token={refresh}",
+    )
+    assert renewed.body["openid"] == "openid-web" and renewed.body["access_token"] != user_token
+
+
 # ---- EasyWeChat 6 -------------------------------------------------------------------------------
 
 
