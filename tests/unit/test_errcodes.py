@@ -1,4 +1,4 @@
-"""Errcode classification, as in shared/wechat-facts.md."""
+"""Errcode classification, as in docs/wechat.md#error-codes."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from tokensvc.wechat.errcodes import ErrorKind, classify, parse_rid
         (40013, ErrorKind.CONFIG),
         (40125, ErrorKind.CONFIG),
         (40164, ErrorKind.CONFIG),
+        (61004, ErrorKind.CONFIG),  # IP not whitelisted, in the newer guides
         (89503, ErrorKind.CONFIG),
         (45009, ErrorKind.QUOTA_DAILY),
         (45011, ErrorKind.QUOTA_MINUTE),

@@ -1,7 +1,8 @@
 """Pure classification of WeChat errcodes: what tokensvc does about each.
 
 Source: WeChat's global return codes (https://developers.weixin.qq.com/doc/offiaccount/Getting_Started/Global_Return_Code.html)
-and the access_token / stable_token pages; see ``shared/wechat-facts.md``. No I/O here.
+and the access_token / stable_token pages, summarised in ``docs/wechat.md#error-codes``.
+No I/O here.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ class ErrorKind(enum.Enum):
 TOKEN_ERRCODES = frozenset({40001, 40014, 42001})
 BUSY_ERRCODES = frozenset({-1, -1000})
 CONFIG_ERRCODES = frozenset(
-    {40002, 40013, 40125, 40164, 40243, 41002, 41004, 43002, 48001, 89501, 89503, 89506, 89507}
+    {40002, 40013, 40125, 40164, 40243, 41002, 41004, 43002, 48001, 61004}
+    | {89501, 89503, 89506, 89507}
 )
 DAILY_QUOTA_ERRCODE = 45009
 MINUTE_QUOTA_ERRCODE = 45011

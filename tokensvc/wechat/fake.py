@@ -1,7 +1,7 @@
 """The WeChat simulator: a real aiohttp server with WeChat's documented token semantics.
 
 Used by ``tokensvc demo``, ``tokensvc fake-wechat`` and the tests. What it models
-(see ``shared/wechat-facts.md`` and the access_token / stable_token doc pages):
+(see ``docs/wechat.md#how-the-simulator-differs-from-wechat`` and the access_token / stable_token doc pages):
 
 - ``GET /cgi-bin/token``: every call issues a new token; the previous one of that chain stays
   valid for ``rotation_window`` seconds (or until it expires, if sooner).
