@@ -18,7 +18,7 @@ from tokensvc import __version__
 from tokensvc.config import Settings, load_settings
 from tokensvc.errors import ConfigError, TokensvcError
 from tokensvc.logs import setup_logging
-from tokensvc.web.auth import key_sha256
+from tokensvc.secret import key_sha256
 
 log = logging.getLogger("tokensvc")
 

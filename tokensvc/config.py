@@ -1,279 +1,90 @@
-"""Configuration: a TOML file (plus a few environment variables) into frozen dataclasses.
+"""Reading the config file: TOML (plus a few environment variables) into :class:`Settings`.
 
-Every problem raises :class:`~tokensvc.errors.ConfigError` naming the key, e.g.
+Every problem raises :class:`~tokensvc.errors.ConfigError` naming the key and what to do, e.g.
 ``config: apps[1].secret_env: environment variable WX_SECRET is not set``. No message ever
 contains a secret. ``config.example.toml`` documents every key.
+
+Beyond types and ranges (the rules and their wording: :mod:`tokensvc.config_rules`): appids
+have WeChat's format (a ``gh_`` original ID is named as such); key hashes are not placeholders;
+the admin key is no client's; a SQLite database's directory exists.
+
+The dataclasses built here live in :mod:`tokensvc.settings`; they, and :class:`Secret`,
+:func:`fingerprint` and :func:`key_sha256` of :mod:`tokensvc.secret`, are re-exported here so
+``from tokensvc.config import Settings`` keeps working.
 """
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+from tokensvc.config_rules import (
+    ADMIN_KEY_FIX,
+    CLIENT_KEY_FIX,
+    appid_problem,
+    key_hash_problem,
+    sqlite_path_problem,
+)
 from tokensvc.errors import ConfigError
+from tokensvc.secret import Secret, fingerprint, key_sha256
+from tokensvc.settings import (
+    DEFAULT_API_BASE,
+    DEFAULT_DATABASE_URL,
+    DEFAULT_PROXY_ALLOW,
+    DENIED_PROXY_PREFIXES,
+    AdminConfig,
+    AppConfig,
+    AppKind,
+    ClientConfig,
+    DatabaseConfig,
+    EventsConfig,
+    IPNetwork,
+    LoggingConfig,
+    MetricsConfig,
+    ProxyConfig,
+    RefreshConfig,
+    ServerConfig,
+    Settings,
+    TokenApi,
+    WechatConfig,
+    is_safe_proxy_path,
+)
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-AppKind = Literal["official_account", "miniprogram"]
-TokenApi = Literal["stable", "classic"]
+__all__ = [
+    "DEFAULT_API_BASE",
+    "DEFAULT_DATABASE_URL",
+    "DEFAULT_PROXY_ALLOW",
+    "DENIED_PROXY_PREFIXES",
+    "AdminConfig",
+    "AppConfig",
+    "AppKind",
+    "ClientConfig",
+    "DatabaseConfig",
+    "EventsConfig",
+    "IPNetwork",
+    "LoggingConfig",
+    "MetricsConfig",
+    "ProxyConfig",
+    "RefreshConfig",
+    "Secret",
+    "ServerConfig",
+    "Settings",
+    "TokenApi",
+    "WechatConfig",
+    "appid_problem",
+    "fingerprint",
+    "is_safe_proxy_path",
+    "key_sha256",
+    "load_settings",
+    "parse_settings",
+]
 
-DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///tokensvc.db"
-DEFAULT_API_BASE = "https://api.weixin.qq.com"
-_APPID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
-
-
-class Secret:
-    """A string that never shows itself in ``repr``, ``str``, logs or tracebacks."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        """The secret value; call only where it is sent to WeChat."""
-        return self._value
-
-    def fingerprint(self) -> str:
-        """First 8 hex digits of the value's SHA-256: safe to log and show."""
-        return fingerprint(self._value)
-
-    def __repr__(self) -> str:
-        return f"Secret(sha256:{self.fingerprint()})"
-
-    __str__ = __repr__
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-
-def fingerprint(value: str) -> str:
-    """First 8 hex digits of the SHA-256 of ``value``: how tokens and secrets appear anywhere."""
-    return hashlib.sha256(value.encode()).hexdigest()[:8]
-
-
-@dataclass(frozen=True)
-class ServerConfig:
-    """``[server]``: where the HTTP API listens, and how long a request body may take.
-
-    - ``body_timeout``: seconds a client has to send a request body; past it 408.
-    - ``trusted_proxies``: addresses or networks of reverse proxies (TLS terminators) whose
-      ``Forwarded`` / ``X-Forwarded-Proto`` / ``X-Forwarded-Host`` headers are believed when
-      checking an operator action's ``Origin``. Empty: those headers are ignored.
-    """
-
-    host: str = "127.0.0.1"
-    port: int = 8080
-    body_timeout: float = 10.0
-    trusted_proxies: tuple[IPNetwork, ...] = ()
-
-    def trusts(self, peer: str | None) -> bool:
-        """True when ``peer`` (an IP address) is one of ``trusted_proxies``."""
-        if not self.trusted_proxies or not peer:
-            return False
-        try:
-            address = ipaddress.ip_address(peer)
-        except ValueError:
-            return False
-        return any(address in network for network in self.trusted_proxies)
-
-
-@dataclass(frozen=True)
-class DatabaseConfig:
-    """``[database]``: SQLAlchemy async URL; migrations run at start when ``auto_migrate``."""
-
-    url: str = DEFAULT_DATABASE_URL
-    auto_migrate: bool = True
-
-    @property
-    def is_sqlite(self) -> bool:
-        """True for the embedded SQLite database (one process only)."""
-        return self.url.startswith("sqlite")
-
-
-@dataclass(frozen=True)
-class WechatConfig:
-    """``[wechat]``: upstream base URL, per-request timeout and WeChat's rotation window.
-
-    ``rotation_window`` (seconds) is how long WeChat keeps the previous and the new token both
-    valid (300 s per the access_token docs, "新老access_token都可用").
-    """
-
-    api_base: str = DEFAULT_API_BASE
-    timeout: float = 10.0
-    rotation_window: float = 300.0
-
-
-@dataclass(frozen=True)
-class RefreshConfig:
-    """``[refresh]``: schedule and retry policy (all seconds).
-
-    - ``classic_margin``: refresh a classic token this long before expiry (scaled down to a
-      quarter of the lifetime for short-lived tokens).
-    - ``retry_base`` / ``retry_max``: exponential backoff with jitter after a retryable failure.
-    - ``config_error_retry``: after a configuration error (wrong secret, IP not whitelisted), try
-      again only this rarely.
-    - ``unverified_budget``: refreshes per app per hour for claims WeChat's probe could not
-      judge (probe timed out, busy, over quota); past it such claims get the current token.
-    - ``sync_interval``: how often the database is polled for tokens refreshed by other replicas.
-    - ``revoke_gap``: seconds between the two force refreshes of "revoke a leaked token"
-      (WeChat ignores force calls less than 30 s apart).
-    """
-
-    classic_margin: float = 600.0
-    retry_base: float = 1.0
-    retry_max: float = 60.0
-    config_error_retry: float = 600.0
-    unverified_budget: int = 3
-    sync_interval: float = 1.0
-    revoke_gap: float = 31.0
-
-
-DEFAULT_PROXY_ALLOW = (
-    "cgi-bin/message/",  # template, custom, subscribe, mass sends
-    "cgi-bin/template/",  # official-account template management
-    "cgi-bin/user/",  # user info and lists
-    "cgi-bin/tags/",  # user tags
-    "cgi-bin/menu/",  # custom menus
-    "cgi-bin/qrcode/",  # QR codes (create)
-    "cgi-bin/media/",  # temporary media
-    "cgi-bin/material/",  # permanent material
-    "cgi-bin/getcallbackip",
-    "cgi-bin/get_api_domain_ip",
-    "wxa/",  # mini program APIs (codes, security checks, ...)
-    "wxaapi/newtmpl/",  # subscribe-message template management
-)
-"""Path prefixes the generic passthrough forwards when ``[proxy] allow`` is not set."""
-
-DENIED_PROXY_PREFIXES = (
-    "cgi-bin/token",
-    "cgi-bin/stable_token",
-    "cgi-bin/clear_quota",
-    "cgi-bin/openapi/quota/clear",
-    "sns/",
-)
-"""Never forwarded, whatever ``[proxy] allow`` says: token endpoints, quota resets, and the
-``sns/`` APIs that take an AppSecret (tokensvc offers ``jscode2session`` itself)."""
-
-_PROXY_SEGMENT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-
-
-@dataclass(frozen=True)
-class ProxyConfig:
-    """``[proxy]``: path prefixes (no leading ``/``) the generic passthrough may forward."""
-
-    allow: tuple[str, ...] = DEFAULT_PROXY_ALLOW
-
-    def allowing_prefix(self, path: str) -> str | None:
-        """The ``allow`` prefix under which ``path`` (``cgi-bin/user/info``, already checked by
-        :func:`is_safe_proxy_path`) may be forwarded, or None. The deny-list wins, compared
-        without regard to case."""
-        lowered = path.lower()
-        if any(lowered.startswith(denied) for denied in DENIED_PROXY_PREFIXES):
-            return None
-        for prefix in self.allow:
-            if path == prefix.rstrip("/") or path.startswith(prefix):
-                return prefix
-        return None
-
-    def allows(self, path: str) -> bool:
-        """True when ``path`` may be forwarded (see :meth:`allowing_prefix`)."""
-        return self.allowing_prefix(path) is not None
-
-
-def is_safe_proxy_path(path: str, *, prefix: bool = False) -> bool:
-    """True for a plain API path like ``cgi-bin/user/info``: ``/``-separated segments of
-    letters, digits, ``_ . -``, none empty and none starting with ``.`` (so no ``.`` or ``..``).
-    A ``prefix`` (an ``[proxy] allow`` entry) may end with ``/``."""
-    if prefix and path.endswith("/"):
-        path = path[:-1]
-    return bool(path) and all(_PROXY_SEGMENT_RE.match(segment) for segment in path.split("/"))
-
-
-@dataclass(frozen=True)
-class AdminConfig:
-    """``[admin]``: SHA-256 (hex) of the operator key, or None to disable admin endpoints."""
-
-    key_sha256: str | None = None
-
-
-@dataclass(frozen=True)
-class EventsConfig:
-    """``[events]``: refresh events older than ``retention_days`` are pruned."""
-
-    retention_days: float = 30.0
-
-
-@dataclass(frozen=True)
-class MetricsConfig:
-    """``[metrics]``: ``public = true`` opens ``/metrics`` without the admin key."""
-
-    public: bool = False
-
-
-@dataclass(frozen=True)
-class LoggingConfig:
-    """``[logging]``: level name and format (``text`` or ``json``)."""
-
-    level: str = "INFO"
-    format: Literal["text", "json"] = "text"
-
-
-@dataclass(frozen=True)
-class AppConfig:
-    """One ``[[apps]]`` entry: a WeChat official account or mini program and its AppSecret."""
-
-    appid: str
-    name: str
-    kind: AppKind
-    token_api: TokenApi
-    secret: Secret = field(repr=False)
-
-
-@dataclass(frozen=True)
-class ClientConfig:
-    """One ``[[clients]]`` entry: a business server, its key hash and the appids it may use."""
-
-    name: str
-    key_sha256: str
-    apps: tuple[str, ...]
-
-    def may_use(self, appid: str) -> bool:
-        """True when this client is granted ``appid`` (or all apps with ``"*"``)."""
-        return "*" in self.apps or appid in self.apps
-
-
-@dataclass(frozen=True)
-class Settings:
-    """The whole, validated configuration. ``warnings`` are logged once logging is set up."""
-
-    server: ServerConfig = ServerConfig()
-    database: DatabaseConfig = DatabaseConfig()
-    wechat: WechatConfig = WechatConfig()
-    refresh: RefreshConfig = RefreshConfig()
-    admin: AdminConfig = AdminConfig()
-    proxy: ProxyConfig = ProxyConfig()
-    events: EventsConfig = EventsConfig()
-    metrics: MetricsConfig = MetricsConfig()
-    logging: LoggingConfig = LoggingConfig()
-    apps: tuple[AppConfig, ...] = ()
-    clients: tuple[ClientConfig, ...] = ()
-    warnings: tuple[str, ...] = ()
-
-    def app(self, appid: str) -> AppConfig | None:
-        """The app with this appid, or None."""
-        return next((a for a in self.apps if a.appid == appid), None)
-
 
 _SECTIONS = {
     "server",
@@ -345,10 +156,14 @@ class _Reader:
             raise ConfigError(self.key(name), f'unknown value "{value}", expected {wanted}')
         return value
 
-    def hex_sha256(self, name: str) -> str:
+    def hex_sha256(self, name: str, fix: str) -> str:
+        """A key's SHA-256: 64 hex digits, refused when it cannot be a real key's hash."""
         value = self.str_(name).lower()
         if not _HEX64_RE.match(value):
-            raise ConfigError(self.key(name), "must be 64 hex digits (see `tokensvc keygen`)")
+            raise ConfigError(self.key(name), f"must be 64 hex digits: {fix}")
+        problem = key_hash_problem(value)
+        if problem:
+            raise ConfigError(self.key(name), f"{problem}: {fix}")
         return value
 
 
@@ -399,7 +214,10 @@ def parse_settings(
             'must start with "sqlite+aiosqlite:///" (one process) or "postgresql+asyncpg://" '
             "(several replicas)",
         )
-    database = DatabaseConfig(url=url, auto_migrate=d.bool_("auto_migrate", True))
+    problem = sqlite_path_problem(url, url_key)
+    if problem:
+        raise ConfigError(url_key, problem)
+    database = DatabaseConfig(url=url, auto_migrate=d.bool_("auto_migrate", True), url_key=url_key)
 
     w = _Reader(raw.get("wechat", {}), "wechat", {"api_base", "timeout", "rotation_window"})
     api_base = w.str_("api_base", DEFAULT_API_BASE).rstrip("/")
@@ -433,7 +251,8 @@ def parse_settings(
     )
 
     a = _Reader(raw.get("admin", {}), "admin", {"key_sha256"})
-    admin = AdminConfig(key_sha256=a.hex_sha256("key_sha256") if a.has("key_sha256") else None)
+    admin_hash = a.hex_sha256("key_sha256", ADMIN_KEY_FIX) if a.has("key_sha256") else None
+    admin = AdminConfig(key_sha256=admin_hash)
 
     px = _Reader(raw.get("proxy", {}), "proxy", {"allow"})
     allow = px.table.get("allow", list(DEFAULT_PROXY_ALLOW))
@@ -460,6 +279,13 @@ def parse_settings(
 
     apps = _parse_apps(raw.get("apps", []), env, base_dir, warnings)
     clients = _parse_clients(raw.get("clients", []), {app.appid for app in apps})
+    for i, client in enumerate(clients):
+        if client.key_sha256 == admin_hash:
+            raise ConfigError(
+                f"clients[{i}].key_sha256",
+                "is the admin key's hash: a client holding it could use the operator "
+                f"endpoints; {CLIENT_KEY_FIX}",
+            )
 
     return Settings(
         server=server,
@@ -505,8 +331,9 @@ def _parse_apps(
     for i, table in enumerate(raw):
         r = _Reader(table, f"apps[{i}]", allowed)
         appid = r.str_("appid")
-        if not _APPID_RE.match(appid):
-            raise ConfigError(r.key("appid"), "may hold only letters, digits, '_' and '-'")
+        problem = appid_problem(appid)
+        if problem:
+            raise ConfigError(r.key("appid"), problem)
         if appid in seen:
             raise ConfigError(r.key("appid"), f'duplicate appid "{appid}"')
         seen.add(appid)
@@ -576,7 +403,7 @@ def _parse_clients(raw: Any, appids: set[str]) -> tuple[ClientConfig, ...]:
         if name in names:
             raise ConfigError(r.key("name"), f'duplicate client name "{name}"')
         names.add(name)
-        key_hash = r.hex_sha256("key_sha256")
+        key_hash = r.hex_sha256("key_sha256", CLIENT_KEY_FIX)
         if key_hash in hashes:
             raise ConfigError(r.key("key_sha256"), "the same key is given to two clients")
         hashes.add(key_hash)

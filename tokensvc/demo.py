@@ -17,15 +17,15 @@ from pathlib import Path
 from aiohttp import web
 
 from tokensvc.config import Settings, parse_settings
+from tokensvc.secret import key_sha256
 from tokensvc.web.access_log import AccessLogger
 from tokensvc.web.app import create_app
-from tokensvc.web.auth import key_sha256
 from tokensvc.web.keys import MANAGERS
 from tokensvc.web.server import TokensvcRunner
 from tokensvc.wechat.fake import FakeWechat, serve_fake
 
-OFFICIAL_APPID = "wxdemoofficial0001"
-MINIPROGRAM_APPID = "wxdemominiprog0002"
+OFFICIAL_APPID = "wxde00000000000001"
+MINIPROGRAM_APPID = "wxde00000000000002"
 
 
 def demo_settings(

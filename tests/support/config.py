@@ -12,10 +12,10 @@ from typing import Any
 
 import tomli_w
 
-from tokensvc.web.auth import key_sha256
+from tokensvc.secret import key_sha256
 
-CLASSIC_APPID = "wxclassic00000001"
-STABLE_APPID = "wxstable000000002"
+CLASSIC_APPID = "wxc1a551c000000001"
+STABLE_APPID = "wx57ab1e0000000002"
 SECRETS = {CLASSIC_APPID: "classic-secret-5f0c2b7e9a", STABLE_APPID: "stable-secret-81d3e4a6c0"}
 SECRET_ENV = {"CLASSIC_SECRET": SECRETS[CLASSIC_APPID], "STABLE_SECRET": SECRETS[STABLE_APPID]}
 CLIENT_KEY = "client-key-a7b6c5d4e3f2a1b0"

@@ -11,13 +11,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from tokensvc.clock import FakeClock
-from tokensvc.config import AppConfig, RefreshConfig, Secret, WechatConfig
+from tokensvc.config import AppConfig, RefreshConfig, WechatConfig
 from tokensvc.errors import StoreUnavailable
+from tokensvc.secret import Secret
 from tokensvc.tokens.manager import TokenManager
 from tokensvc.tokens.record import TokenRecord
 from tokensvc.wechat.client import TokenGrant
 
-APPID = "wxunit0000000001"
+APPID = "wx0000000000000001"
 
 
 class ScriptedWechat:

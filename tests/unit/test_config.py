@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import SECRET_ENV, SECRETS, base_config, merge
+from tests.conftest import CLASSIC_APPID, SECRET_ENV, SECRETS, STABLE_APPID, base_config, merge
 from tokensvc.config import load_settings, parse_settings
 from tokensvc.errors import ConfigError
+from tokensvc.secret import key_sha256
 
 
 def parse(raw: dict[str, Any], env: dict[str, str] | None = None) -> Any:
@@ -22,9 +23,9 @@ def good() -> dict[str, Any]:
 
 def test_a_good_config_parses_with_defaults() -> None:
     settings = parse(good())
-    assert [a.appid for a in settings.apps] == ["wxclassic00000001", "wxstable000000002"]
+    assert [a.appid for a in settings.apps] == [CLASSIC_APPID, STABLE_APPID]
     assert settings.apps[1].token_api == "stable"
-    assert settings.apps[0].secret.reveal() == SECRETS["wxclassic00000001"]
+    assert settings.apps[0].secret.reveal() == SECRETS[CLASSIC_APPID]
     assert settings.refresh.classic_margin == 600
     assert settings.server.port == 8080
 
@@ -102,7 +103,7 @@ def test_secret_file_is_read_relative_to_the_config(tmp_path: Path) -> None:
 def test_errors_never_contain_a_secret() -> None:
     raw = good()
     raw["apps"][0]["kind"] = "wrong"
-    assert SECRETS["wxclassic00000001"] not in error_of(raw)
+    assert SECRETS[CLASSIC_APPID] not in error_of(raw)
 
 
 def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
@@ -114,9 +115,20 @@ def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
         load_settings(tmp_path / "none.toml")
 
 
-def test_example_config_is_valid() -> None:
-    example = Path(__file__).parents[2] / "config.example.toml"
-    settings = load_settings(example, env={"WX_OA_SECRET": "a", "WX_MP_SECRET": "b"})
+def test_example_config_is_valid_once_its_placeholder_key_hashes_are_replaced(
+    tmp_path: Path,
+) -> None:
+    text = (Path(__file__).parents[2] / "config.example.toml").read_text()
+    env = {"WX_OA_SECRET": "a", "WX_MP_SECRET": "b"}
+    copied = tmp_path / "config.toml"
+    copied.write_text(text)
+    with pytest.raises(ConfigError, match=r"^config: admin.key_sha256: is a placeholder .*keygen"):
+        load_settings(copied, env=env)
+    for i, placeholder in enumerate(("0" * 64, "1" * 64, "2" * 64)):
+        assert f'"{placeholder}"' in text
+        text = text.replace(placeholder, key_sha256(f"key-{i}"))
+    copied.write_text(text)
+    settings = load_settings(copied, env=env)
     assert settings.apps and settings.clients
 
 
@@ -215,3 +227,83 @@ def test_passthrough_paths_are_plain_segments() -> None:
     assert is_safe_proxy_path("cgi-bin/user/info") and is_safe_proxy_path("wxa/", prefix=True)
     for path in ("", "cgi-bin/./token", "cgi-bin/../x", "a//b", "a/", "a/.b", "a%2eb", "a b"):
         assert not is_safe_proxy_path(path), path
+
+
+@pytest.mark.parametrize(
+    ("appid", "problem"),
+    [
+        ("wx11111", 'apps[0].appid: "wx11111" is not an AppID: expected wx and 16 lowercase hex'),
+        ("WX1111111111111111", "AppIDs are lowercase, write wx1111111111111111"),
+        ("wx1111111111111111x", '"wx1111111111111111x" is not an AppID: expected wx and 16'),
+        ("wx111111111111111g", '"wx111111111111111g" is not an AppID: expected wx and 16'),
+        ("gh_1234567890ab", "the account's original ID (原始ID), not its AppID"),
+        ("ww1234567890abcdef", "looks like a WeCom (企业微信) corp ID"),
+    ],
+)
+def test_an_appid_must_have_wechats_format_and_the_error_says_where_to_find_it(
+    appid: str, problem: str
+) -> None:
+    raw = good()
+    raw["apps"][0]["appid"] = appid
+    message = error_of(raw)
+    assert message.startswith("config: apps[0].appid: ") and problem in message
+    if "lowercase, write" not in message:
+        assert "mp.weixin.qq.com: 设置与开发 → 基本配置" in message
+
+
+def test_an_appsecret_pasted_as_appid_is_not_echoed() -> None:
+    raw = good()
+    raw["apps"][1]["appid"] = "0123456789abcdef0123456789abcdef"
+    message = error_of(raw)
+    assert message.startswith("config: apps[1].appid: holds 32 hex digits, like an AppSecret")
+    assert "0123456789abcdef" not in message
+
+
+@pytest.mark.parametrize(
+    "placeholder",
+    ["0" * 64, "1" * 64, "deadbeef" * 8, "0123456789abcdef" * 4, key_sha256("")],
+)
+def test_placeholder_key_hashes_are_refused_with_the_keygen_fix(placeholder: str) -> None:
+    raw = merge(good(), {"admin": {"key_sha256": placeholder}})
+    message = error_of(raw)
+    assert message.startswith("config: admin.key_sha256: is ")
+    assert message.endswith(
+        "run `tokensvc keygen`, keep the key it prints for the operators, and put the "
+        "key_sha256 line it prints here"
+    )
+    raw = good()
+    raw["clients"][1]["key_sha256"] = placeholder.upper()
+    message = error_of(raw)
+    assert message.startswith("config: clients[1].key_sha256: is ")
+    assert "give the key it prints to this client" in message
+    if placeholder == key_sha256(""):
+        assert "SHA-256 of an empty key" in message
+    else:
+        assert f"is a placeholder ({placeholder[:8]}…)" in message
+
+
+def test_the_admin_key_cannot_also_be_a_clients_key() -> None:
+    raw = good()
+    raw["clients"][0]["key_sha256"] = raw["admin"]["key_sha256"]
+    assert error_of(raw).startswith("config: clients[0].key_sha256: is the admin key's hash")
+
+
+def test_a_sqlite_database_needs_an_existing_directory(tmp_path: Path) -> None:
+    missing = tmp_path / "missing" / "dir"
+    message = error_of(merge(good(), {"database": {"url": f"sqlite+aiosqlite:///{missing}/t.db"}}))
+    assert message == (
+        f"config: database.url: directory {missing} does not exist "
+        "(create it, or point database.url elsewhere)"
+    )
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    url = f"sqlite+aiosqlite:///{a_file}/sub/t.db"
+    message = error_of(good(), env={**SECRET_ENV, "TOKENSVC_DATABASE_URL": url})
+    assert message == (
+        f"config: TOKENSVC_DATABASE_URL: {a_file} is not a directory (it is a file): "
+        "point TOKENSVC_DATABASE_URL elsewhere"
+    )
+    message = error_of(merge(good(), {"database": {"url": f"sqlite+aiosqlite:///{tmp_path}"}}))
+    assert message.startswith(f"config: database.url: {tmp_path} is a directory, not a database")
+    for fine in (f"sqlite+aiosqlite:///{tmp_path}/t.db", "sqlite+aiosqlite:///:memory:"):
+        assert parse(merge(good(), {"database": {"url": fine}})).database.url == fine

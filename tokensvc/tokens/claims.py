@@ -14,8 +14,8 @@ import math
 import time
 from dataclasses import dataclass
 
-from tokensvc.config import fingerprint
 from tokensvc.errors import UpstreamBadResponse, UpstreamError
+from tokensvc.secret import fingerprint
 from tokensvc.tokens import policy
 from tokensvc.tokens.policy import ClaimVerdict
 from tokensvc.tokens.record import ErrorInfo, TokenRecord

@@ -21,13 +21,13 @@ import logging
 import math
 import time
 
-from tokensvc.config import fingerprint
 from tokensvc.errors import (
     RefreshDeferred,
     StoreUnavailable,
     TokensvcError,
     UpstreamError,
 )
+from tokensvc.secret import fingerprint
 from tokensvc.tokens import policy, schedule
 from tokensvc.tokens.claims import Claim, ClaimJudge
 from tokensvc.tokens.policy import ClaimVerdict, FailureKind

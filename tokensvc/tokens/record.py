@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from dataclasses import dataclass
 
 from tokensvc.errors import UpstreamError, WechatAPIError
+from tokensvc.secret import sha256_hex
 from tokensvc.wechat.client import TokenGrant
 from tokensvc.wechat.errcodes import ErrorKind, classify
 
@@ -16,7 +16,7 @@ MAX_KEPT_INSTANTS = 32
 
 def token_sha256(access_token: str) -> str:
     """The full SHA-256 hex digest of a token: how a replaced token is remembered at rest."""
-    return hashlib.sha256(access_token.encode()).hexdigest()
+    return sha256_hex(access_token)
 
 
 @dataclass(frozen=True)

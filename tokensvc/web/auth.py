@@ -22,23 +22,18 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 
 from aiohttp import web
 
 from tokensvc.config import ClientConfig, ServerConfig
+from tokensvc.secret import key_sha256
 from tokensvc.web.errors import json_error
 
 CSRF_HEADER = "X-Requested-With"
 CSRF_VALUE = "tokensvc"
 CLIENT_NAME = web.RequestKey("client_name", str)
 """Set on authenticated requests: the client's configured name, for access logs and counters."""
-
-
-def key_sha256(key: str) -> str:
-    """Hex SHA-256 of a key, as written in ``key_sha256`` config lines."""
-    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def plausible_key(value: str) -> str | None:
