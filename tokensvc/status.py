@@ -1,19 +1,25 @@
-"""What operators see: per-app status and recent events, as one JSON-ready document.
+"""What operators see: per-app status and recent events, as one JSON-ready document, and the
+pure view math of the status page (lifetime bars, grouped events, 24-hour strips).
 
-Used by ``GET /v1/status`` and the ``/status`` page. Holds fingerprints, never tokens.
+Used by ``GET /v1/status`` and the ``/status`` page. Holds fingerprints, never tokens. All
+instants are UTC epoch seconds until they are rendered (RFC 3339 in JSON).
 """
 
 from __future__ import annotations
 
 import collections
-from collections.abc import Mapping
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from tokensvc.clock import Clock, rfc3339
-from tokensvc.config import fingerprint
+from tokensvc.secret import fingerprint
 from tokensvc.store.events import EventLog
 from tokensvc.tokens import schedule
 from tokensvc.tokens.manager import TokenManager
+from tokensvc.tokens.record import ErrorInfo
+from tokensvc.tokens.values import RefreshAttempt, TokenState
 
 DAILY_LIMITS = {"classic": 2000, "stable": 500_000}
 """WeChat's daily call quota of each token API (access_token and getStableAccessToken docs)."""
@@ -24,6 +30,19 @@ CONTESTED_NOTICE = (
     "AppSecret there."
 )
 """What the status page says of a ``contested`` app."""
+
+FAILING_FIRST = (
+    TokenState.EXPIRED,
+    TokenState.MISCONFIGURED,
+    TokenState.CONTESTED,
+    TokenState.RETRYING,
+    TokenState.REFRESHING,
+    TokenState.FRESH,
+)
+"""States from the most to the least urgent: the order of apps on the status page."""
+
+FAILING_STATES = frozenset(FAILING_FIRST[:4])
+"""States an operator must look at (callers get no token, or the next refresh is failing)."""
 
 
 class PassiveTally:
@@ -60,6 +79,150 @@ class PassiveTally:
         return out
 
 
+@dataclass(frozen=True)
+class AppStatus:
+    """One app as operators see it (instants UTC epoch seconds, None when unknown).
+
+    ``next_refresh_at`` is when the scheduler will really call WeChat next, never before
+    ``now`` (an attempt that is due or under way is ``now``); ``next_refresh_reason`` says why
+    then (see :meth:`TokenServing.next_attempt`). ``planned_refresh_at`` is the refresh the
+    current token's schedule plans, whatever happens meanwhile; ``rejected_at`` when WeChat
+    proved the current token dead (it is never served again). ``last_error`` is kept after a
+    success (``error_current`` is False then). ``has_token``: a token was
+    fetched (it may have expired or been rejected since); ``served``: callers get it now.
+    """
+
+    appid: str
+    name: str
+    kind: str
+    token_api: str
+    state: TokenState
+    notice: str | None
+    fingerprint: str | None
+    version: int
+    fetched_at: float | None
+    expires_at: float | None
+    rejected_at: float | None
+    planned_refresh_at: float | None
+    next_refresh_at: float
+    next_refresh_reason: str
+    previous_valid_until: float | None
+    last_error: ErrorInfo | None
+    error_current: bool
+    failures: int
+    upstream_calls_today: int
+    daily_limit: int
+    passive_today: dict[str, dict[str, int]]
+    revoke_second_at: float | None
+    has_token: bool
+    served: bool
+
+    @property
+    def failing(self) -> bool:
+        """True when the app needs an operator's eyes (see :data:`FAILING_STATES`)."""
+        return self.state in FAILING_STATES
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``AppStatus`` object of ``/v1/status`` (times RFC 3339 UTC)."""
+        error = self.last_error
+        return {
+            "appid": self.appid,
+            "name": self.name,
+            "kind": self.kind,
+            "token_api": self.token_api,
+            "state": self.state.value,
+            "notice": self.notice,
+            "fingerprint": self.fingerprint,
+            "version": self.version,
+            "fetched_at": rfc3339(self.fetched_at),
+            "expires_at": rfc3339(self.expires_at),
+            "rejected_at": rfc3339(self.rejected_at),
+            "planned_refresh_at": rfc3339(self.planned_refresh_at),
+            "next_refresh_at": rfc3339(self.next_refresh_at),
+            "next_refresh_reason": self.next_refresh_reason,
+            "previous_valid_until": rfc3339(self.previous_valid_until),
+            "last_error": None
+            if error is None
+            else {
+                "errcode": error.errcode,
+                "errmsg": error.errmsg,
+                "rid": error.rid,
+                "at": rfc3339(error.at),
+            },
+            "failures": self.failures,
+            "upstream_calls_today": self.upstream_calls_today,
+            "daily_limit": self.daily_limit,
+            "passive_today": self.passive_today,
+            "revoke_second_at": rfc3339(self.revoke_second_at),
+        }
+
+
+def app_status(
+    manager: TokenManager, *, now: float, calls_today: int, tally: PassiveTally
+) -> AppStatus:
+    """The :class:`AppStatus` of one app, from memory (no I/O)."""
+    record = manager.record
+    token = record.access_token
+    next_at, reason = manager.next_attempt()
+    planned = manager.planned_refresh_at() if token else None
+    return AppStatus(
+        appid=manager.appid,
+        name=manager.app.name,
+        kind=manager.app.kind,
+        token_api=manager.app.token_api,
+        state=manager.state(),
+        notice=CONTESTED_NOTICE if manager.contested() else None,
+        fingerprint=fingerprint(token) if token else None,
+        version=record.version,
+        fetched_at=record.fetched_at,
+        expires_at=record.expires_at,
+        rejected_at=record.dead_at,
+        planned_refresh_at=planned if planned is not None and math.isfinite(planned) else None,
+        next_refresh_at=max(now, next_at),
+        next_refresh_reason=reason,
+        previous_valid_until=record.previous_valid_until
+        if record.previous_valid_until and record.previous_valid_until > now
+        else None,
+        last_error=record.last_error,
+        error_current=record.has_current_error(),
+        failures=record.failures,
+        upstream_calls_today=calls_today,
+        daily_limit=DAILY_LIMITS[manager.app.token_api],
+        passive_today=tally.today(manager.appid),
+        revoke_second_at=manager.revoke_second_at,
+        has_token=token is not None,
+        served=manager.served() is not None,
+    )
+
+
+async def collect_apps(
+    managers: Mapping[str, TokenManager], events: EventLog, tally: PassiveTally, now: float
+) -> list[AppStatus]:
+    """Every app's :class:`AppStatus`, in configuration order; one database query (the calls
+    to WeChat's token API today, China time). Raises :class:`StoreUnavailable`."""
+    day_start = schedule.next_quota_reset(now) - 86400
+    calls_today = await events.count_since(day_start)
+    return [
+        app_status(manager, now=now, calls_today=calls_today.get(appid, 0), tally=tally)
+        for appid, manager in managers.items()
+    ]
+
+
+def event_json(event: RefreshAttempt) -> dict[str, Any]:
+    """The ``RefreshEvent`` object of ``/v1/status``."""
+    return {
+        "at": rfc3339(event.at),
+        "appid": event.appid,
+        "trigger": event.trigger.value,
+        "outcome": event.outcome,
+        "errcode": event.errcode,
+        "errmsg": event.errmsg,
+        "rid": event.rid,
+        "fingerprint": event.fingerprint,
+        "latency_ms": round(event.latency * 1000, 1),
+    }
+
+
 async def build_status(
     managers: Mapping[str, TokenManager],
     events: EventLog,
@@ -69,64 +232,199 @@ async def build_status(
     """The status document.
 
     ``{"now", "apps": [{"appid", "name", "kind", "token_api", "state", "notice", "fingerprint",
-    "version",
-    "fetched_at", "expires_at", "next_refresh_at", "previous_valid_until", "last_error",
+    "version", "fetched_at", "expires_at", "rejected_at", "planned_refresh_at", "next_refresh_at",
+    "next_refresh_reason", "previous_valid_until", "last_error", "failures",
     "upstream_calls_today", "daily_limit", "passive_today", "revoke_second_at"}], "events":
     [{"at", "appid", "trigger", "outcome", "errcode", "errmsg", "rid", "fingerprint",
-    "latency_ms"}]}``; times RFC 3339 UTC, ``last_error`` null or ``{errcode, errmsg, rid, at}``.
-    Raises :class:`StoreUnavailable` when the events cannot be read.
+    "latency_ms"}]}``; times RFC 3339 UTC, ``last_error`` null or ``{errcode, errmsg, rid, at}``
+    (the last failed attempt, kept after a success). See
+    :class:`AppStatus` for ``next_refresh_at``. Raises :class:`StoreUnavailable` when the
+    events cannot be read.
     """
     now = clock.now()
-    day_start = schedule.next_quota_reset(now) - 86400
-    calls_today = await events.count_since(day_start)
-    apps = []
-    for appid, manager in managers.items():
-        record = manager.record
-        error = record.last_error
-        apps.append(
-            {
-                "appid": appid,
-                "name": manager.app.name,
-                "kind": manager.app.kind,
-                "token_api": manager.app.token_api,
-                "state": manager.state().value,
-                "notice": CONTESTED_NOTICE if manager.contested() else None,
-                "fingerprint": fingerprint(record.access_token) if record.access_token else None,
-                "version": record.version,
-                "fetched_at": rfc3339(record.fetched_at),
-                "expires_at": rfc3339(record.expires_at),
-                "next_refresh_at": rfc3339(manager.next_refresh_at())
-                if record.access_token
-                else None,
-                "previous_valid_until": rfc3339(record.previous_valid_until)
-                if record.previous_valid_until and record.previous_valid_until > now
-                else None,
-                "last_error": None
-                if error is None
-                else {
-                    "errcode": error.errcode,
-                    "errmsg": error.errmsg,
-                    "rid": error.rid,
-                    "at": rfc3339(error.at),
-                },
-                "upstream_calls_today": calls_today.get(appid, 0),
-                "daily_limit": DAILY_LIMITS[manager.app.token_api],
-                "passive_today": tally.today(appid),
-                "revoke_second_at": rfc3339(manager.revoke_second_at),
-            }
+    apps = await collect_apps(managers, events, tally, now)
+    recent = [event_json(event) for event in await events.latest(50)]
+    return {"now": rfc3339(now), "apps": [app.to_json() for app in apps], "events": recent}
+
+
+# ---- the page's pictures ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LifetimeBar:
+    """Where one app's token lifetime sits on its bar: positions in percent of the bar's width
+    (0 to 100), None for what is not there.
+
+    ``fetched``/``expiry`` bound the current token's life; ``refresh`` is its planned refresh;
+    ``rejected`` when WeChat proved it dead (it is not served from then on);
+    ``overlap`` the span (from, to) in which the previous token is still valid too; ``next``
+    the next attempt when it is not the planned refresh (failing, paused, contested, due);
+    ``now`` always. ``start``/``end``: the instants (UTC epoch seconds) at 0 and 100 %.
+    """
+
+    start: float
+    end: float
+    now: float
+    fetched: float | None
+    refresh: float | None
+    expiry: float | None
+    rejected: float | None
+    overlap: tuple[float, float] | None
+    next: float | None
+
+
+BAR_PADDING = 0.03
+"""Share of the bar's span left free at each end, so markers at the ends stay visible."""
+
+
+def lifetime_bar(app: AppStatus, now: float) -> LifetimeBar:
+    """The :class:`LifetimeBar` of ``app`` at ``now``.
+
+    The axis runs from the token's fetch (or ``now`` without a token) to the latest of its
+    expiry, ``now`` and the next attempt, with :data:`BAR_PADDING` at both ends.
+    """
+    unplanned = app.next_refresh_reason not in ("schedule", "first_fetch")
+    lo = app.fetched_at if app.fetched_at is not None else now
+    lo = min(lo, now)
+    hi = max(now, app.expires_at or now, app.next_refresh_at if unplanned else now)
+    if app.fetched_at is None:
+        hi = max(hi, app.next_refresh_at)
+    span = max(hi - lo, 1.0)
+    pad = BAR_PADDING * span
+    start, end = lo - pad, hi + pad
+
+    def pct(at: float | None) -> float | None:
+        if at is None:
+            return None
+        return round(min(100.0, max(0.0, 100 * (at - start) / (end - start))), 2)
+
+    fetched, expiry = pct(app.fetched_at), pct(app.expires_at)
+    overlap_to = pct(app.previous_valid_until)
+    overlap = (fetched, overlap_to) if fetched is not None and overlap_to is not None else None
+    next_at = app.next_refresh_at if unplanned or app.fetched_at is None else None
+    return LifetimeBar(
+        start=start,
+        end=end,
+        now=pct(now) or 0.0,
+        fetched=fetched,
+        refresh=pct(app.planned_refresh_at),
+        expiry=expiry,
+        rejected=pct(app.rejected_at),
+        overlap=overlap,
+        next=pct(next_at),
+    )
+
+
+@dataclass(frozen=True)
+class EventGroup:
+    """A run of identical events of one app (same trigger, outcome, errcode and token
+    fingerprint), newest first: ``count`` of them from ``first_at`` to ``last_at`` (UTC epoch
+    seconds); ``errmsg``, ``rid`` and ``latency`` (seconds) of the newest."""
+
+    appid: str
+    trigger: str
+    outcome: str
+    errcode: int | None
+    fingerprint: str | None
+    errmsg: str | None
+    rid: str | None
+    latency: float
+    count: int
+    first_at: float
+    last_at: float
+
+
+def group_events(events: Iterable[RefreshAttempt]) -> list[EventGroup]:
+    """Group runs of identical events per app; ``events`` newest first, groups newest first.
+
+    Events of other apps in between do not break a run: a flood of one app's errors becomes
+    one line while the other apps' events keep theirs.
+    """
+    groups: list[EventGroup] = []
+    open_of: dict[str, int] = {}  # appid -> index of its open group in ``groups``
+    for event in events:
+        key = (event.trigger.value, event.outcome, event.errcode, event.fingerprint)
+        index = open_of.get(event.appid)
+        if index is not None:
+            group = groups[index]
+            if (group.trigger, group.outcome, group.errcode, group.fingerprint) == key:
+                groups[index] = _extended(group, event.at)
+                continue
+        open_of[event.appid] = len(groups)
+        groups.append(
+            EventGroup(
+                event.appid,
+                *key,
+                errmsg=event.errmsg,
+                rid=event.rid,
+                latency=event.latency,
+                count=1,
+                first_at=event.at,
+                last_at=event.at,
+            )
         )
-    recent = [
-        {
-            "at": rfc3339(event.at),
-            "appid": event.appid,
-            "trigger": event.trigger.value,
-            "outcome": event.outcome,
-            "errcode": event.errcode,
-            "errmsg": event.errmsg,
-            "rid": event.rid,
-            "fingerprint": event.fingerprint,
-            "latency_ms": round(event.latency * 1000, 1),
-        }
-        for event in await events.latest(50)
-    ]
-    return {"now": rfc3339(now), "apps": apps, "events": recent}
+    return groups
+
+
+def _extended(group: EventGroup, at: float) -> EventGroup:
+    return EventGroup(
+        group.appid,
+        group.trigger,
+        group.outcome,
+        group.errcode,
+        group.fingerprint,
+        group.errmsg,
+        group.rid,
+        group.latency,
+        group.count + 1,
+        min(group.first_at, at),
+        group.last_at,
+    )
+
+
+STRIP_SLOTS = 48
+"""A day strip has this many slots..."""
+STRIP_SLOT_SECONDS = 1800
+"""...of this many seconds each: the last 24 hours in half hours."""
+
+
+@dataclass(frozen=True)
+class StripSlot:
+    """One slot of a day strip: from ``start`` (UTC epoch seconds), the refreshes that worked
+    (``ok``: success or unchanged), the failed calls (``errors``) and the notes (``dead``,
+    ``contested``)."""
+
+    start: float
+    ok: int
+    errors: int
+    notes: int
+
+    @property
+    def level(self) -> str:
+        """``none``, ``ok``, ``mixed`` (errors and refreshes) or ``error`` (a CSS class)."""
+        bad = self.errors + self.notes
+        if not bad:
+            return "ok" if self.ok else "none"
+        return "mixed" if self.ok else "error"
+
+
+def strip_start(now: float) -> float:
+    """The start of the first slot of the strip that ends with the slot holding ``now``."""
+    return (math.floor(now / STRIP_SLOT_SECONDS) + 1 - STRIP_SLOTS) * STRIP_SLOT_SECONDS
+
+
+def day_strip(counts: Mapping[int, Mapping[str, int]], start: float) -> list[StripSlot]:
+    """The :data:`STRIP_SLOTS` slots from ``start``, given event counts by slot index and
+    outcome (:meth:`EventLog.slot_counts`)."""
+    slots = []
+    for index in range(STRIP_SLOTS):
+        by_outcome = counts.get(index, {})
+        slots.append(
+            StripSlot(
+                start + index * STRIP_SLOT_SECONDS,
+                ok=by_outcome.get("success", 0) + by_outcome.get("unchanged", 0),
+                errors=by_outcome.get("error", 0),
+                notes=by_outcome.get("dead", 0) + by_outcome.get("contested", 0),
+            )
+        )
+    return slots

@@ -6,8 +6,10 @@ import base64
 import dataclasses
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import (
@@ -17,15 +19,35 @@ from tests.conftest import (
     CLIENT_KEY,
     SECRETS,
     STABLE_APPID,
+    base_config,
     wait_until,
 )
 from tests.support.service import Start, ready
-from tokensvc.config import AdminConfig, Settings, fingerprint
+from tokensvc.config import AdminConfig, Settings
+from tokensvc.secret import fingerprint
+from tokensvc.status import (
+    STRIP_SLOT_SECONDS,
+    STRIP_SLOTS,
+    AppStatus,
+    day_strip,
+    group_events,
+    lifetime_bar,
+    strip_start,
+)
+from tokensvc.store.events import EventLog
+from tokensvc.store.migrate import upgrade_to_head
+from tokensvc.store.repo import TokenStore, make_engine
+from tokensvc.tokens.values import RefreshAttempt, TokenState, Trigger
 from tokensvc.web.keys import EVENTS
 from tokensvc.wechat.fake import FakeWechat
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+
+
+def instant(text: str) -> float:
+    """UTC epoch seconds of an RFC 3339 ``...Z`` instant."""
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
 
 
 def basic(password: str) -> dict[str, str]:
@@ -73,8 +95,11 @@ async def test_status_json_shape_and_no_tokens(
     assert classic["name"] == "Classic OA" and classic["kind"] == "official_account"
     assert classic["token_api"] == "classic" and classic["state"] == "fresh"
     assert classic["fingerprint"] == fingerprint(token)
-    for field in ("fetched_at", "expires_at", "next_refresh_at"):
+    for field in ("fetched_at", "expires_at", "planned_refresh_at", "next_refresh_at"):
         assert RFC3339.match(classic[field]), field
+    assert classic["next_refresh_at"] == classic["planned_refresh_at"]
+    assert classic["next_refresh_reason"] == "schedule" and classic["failures"] == 0
+    assert classic["fetched_at"] < classic["planned_refresh_at"] < classic["expires_at"]
     assert classic["last_error"] is None
     assert classic["upstream_calls_today"] == 1 and classic["daily_limit"] == 2000
     assert app_of(document, STABLE_APPID)["daily_limit"] == 500_000
@@ -93,9 +118,16 @@ async def test_a_rejected_app_secret_shows_as_misconfigured(
         return bool(app_of(await status(client), STABLE_APPID)["state"] == "misconfigured")
 
     await wait_until(misconfigured)
-    stable = app_of(await status(client), STABLE_APPID)
+    document = await status(client)
+    stable = app_of(document, STABLE_APPID)
     assert stable["last_error"]["errcode"] == 40125 and stable["last_error"]["rid"]
     assert RFC3339.match(stable["last_error"]["at"])
+    # the next attempt is config_error_retry away (600 s for a token of unknown lifetime),
+    # not "now"
+    assert stable["next_refresh_reason"] == "config_error"
+    wait = instant(stable["next_refresh_at"]) - instant(stable["last_error"]["at"])
+    assert 595 <= wait <= 601, wait
+    assert stable["fingerprint"] is None and stable["planned_refresh_at"] is None
     response = await client.get("/readyz")
     body = await response.json()
     assert response.status == 503 and body["apps_without_token"] == [STABLE_APPID]
@@ -221,11 +253,6 @@ async def test_metrics_names_and_public_switch(
 
 
 async def test_events_older_than_the_retention_are_pruned(tmp_path: Any) -> None:
-    from tokensvc.store.events import EventLog
-    from tokensvc.store.migrate import upgrade_to_head
-    from tokensvc.store.repo import TokenStore, make_engine
-    from tokensvc.tokens.values import RefreshAttempt, Trigger
-
     engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'e.db'}")
     try:
         await upgrade_to_head(engine)
@@ -252,3 +279,305 @@ async def test_operator_endpoints_are_off_without_an_admin_key(
     response = await client.get("/v1/status", headers=ADMIN)
     body = await response.json()
     assert response.status == 403 and "key_sha256" in body["message"]
+
+
+async def test_a_failing_app_shows_its_real_next_attempt_and_why(
+    fake: FakeWechat, make_settings: Callable[..., Settings], start_service: Start
+) -> None:
+    fake.ttl = 6  # the classic token's refresh is due after 4.5 s
+    client = await ready(start_service, make_settings())
+    fake.inject("/cgi-bin/token", "busy", times=None)  # WeChat answers -1 until cleared
+
+    async def retried_twice() -> bool:
+        return bool(app_of(await status(client), CLASSIC_APPID)["failures"] >= 3)
+
+    await wait_until(retried_twice)
+    for _ in range(3):  # whenever one looks: an attempt still to come, backing off
+        document = await status(client)
+        classic = app_of(document, CLASSIC_APPID)
+        assert classic["state"] in ("retrying", "expired")
+        assert classic["next_refresh_reason"] == "backoff"
+        assert classic["next_refresh_at"] >= document["now"]
+        assert classic["last_error"]["errcode"] == -1
+        assert app_of(document, STABLE_APPID)["next_refresh_reason"] == "schedule"
+
+    # the page groups the flood of identical errors, and filters by app and outcome
+    page = await client.get(
+        "/status", params={"app": CLASSIC_APPID, "outcome": "error"}, headers=ADMIN
+    )
+    html = await page.text()
+    events = EVENT_LINE.findall(html)
+    assert events and all(e[:2] == (CLASSIC_APPID, "error") for e in events)
+    scheduled = [e for e in events if int(e[2]) >= 2]
+    assert scheduled, events  # "scheduled error -1 ×N" on one line
+    assert re.search(r"scheduled <b class=\"outcome\">error</b> -1 <b class=\"times\">×\d+", html)
+    everything = EVENT_LINE.findall(await (await client.get("/status", headers=ADMIN)).text())
+    assert {e[0] for e in everything} == {CLASSIC_APPID, STABLE_APPID}
+    assert sum(int(e[2]) for e in everything) > len(everything)  # repeats are grouped
+    fake.clear_faults()
+
+
+EVENT_LINE = re.compile(
+    r'<li class="event [^"]*" data-appid="([^"]+)" data-outcome="([^"]+)" '
+    r'data-count="(\d+)"'
+)
+CARD = re.compile(r'<article class="app state-(\w+)" data-appid="([^"]+)"')
+
+
+async def test_a_quota_pause_shows_when_it_ends(
+    fake: FakeWechat, make_settings: Callable[..., Settings], start_service: Start
+) -> None:
+    client = await ready(start_service, make_settings())
+    fake.inject("/cgi-bin/token", "quota")  # 45009 once
+    response = await client.post(f"/v1/apps/{CLASSIC_APPID}/token/rotate", headers=ADMIN)
+    assert response.status == 503 and (await response.json())["errcode"] == 45009
+    document = await status(client)
+    classic = app_of(document, CLASSIC_APPID)
+    assert classic["next_refresh_reason"] == "quota_pause"
+    midnight_beijing = (instant(document["now"]) + 8 * 3600) // 86400 * 86400 + 86400 - 8 * 3600
+    assert instant(classic["next_refresh_at"]) == midnight_beijing
+    html = await (await client.get("/status", headers=ADMIN)).text()
+    assert "quota exhausted: paused until WeChat resets it" in html
+
+
+async def test_status_page_buttons_say_what_the_configuration_does(
+    fake: FakeWechat, make_settings: Callable[..., Settings], start_service: Start
+) -> None:
+    settings = make_settings(wechat={"rotation_window": 45}, refresh={"revoke_gap": 40})
+    client = await ready(start_service, settings)
+    html = await (await client.get("/status", headers=ADMIN)).text()
+    rotate = re.search(
+        rf'data-action="rotate" data-appid="{CLASSIC_APPID}" data-confirm="([^"]+)"', html
+    )
+    assert rotate is not None
+    assert "stays valid for 45 seconds (rotation_window)" in rotate.group(1)
+    stable_rotate = re.search(
+        rf'data-action="rotate" data-appid="{STABLE_APPID}" data-confirm="([^"]+)"', html
+    )
+    assert stable_rotate is not None and "in its last 45 seconds" in stable_rotate.group(1)
+    revoke = re.search(
+        rf'data-action="revoke" data-appid="{STABLE_APPID}" data-confirm="([^"]+)"', html
+    )
+    assert revoke is not None and "two force refreshes 40 seconds apart" in revoke.group(1)
+    assert "5 minutes" not in html
+    assert f'data-action="revoke" data-appid="{CLASSIC_APPID}"' not in html  # classic: no revoke
+
+
+async def test_no_revoke_button_for_an_app_without_a_token(
+    fake: FakeWechat, make_settings: Callable[..., Settings], start_service: Start
+) -> None:
+    fake.apps[STABLE_APPID] = "the-real-secret-changed"
+    client = await start_service(make_settings())
+
+    async def misconfigured() -> bool:
+        return bool(app_of(await status(client), STABLE_APPID)["state"] == "misconfigured")
+
+    await wait_until(misconfigured)
+    html = await (await client.get("/status", headers=ADMIN)).text()
+    assert f'data-action="rotate" data-appid="{STABLE_APPID}"' in html
+    assert 'data-action="revoke"' not in html
+    assert "configuration error: retried only every config_error_retry" in html
+    assert [state for state, _ in CARD.findall(html)] == ["misconfigured", "fresh"]
+
+
+def numbered_apps(n: int) -> list[dict[str, str]]:
+    """``n`` classic apps ``wx00000000000000NN`` sharing the classic test app's secret."""
+    return [
+        {
+            "appid": f"wx{i:016x}",
+            "name": f"Shop {i:04d}",
+            "kind": "official_account",
+            "token_api": "classic",
+            "secret_env": "CLASSIC_SECRET",
+        }
+        for i in range(1, n + 1)
+    ]
+
+
+async def test_many_apps_failing_first_with_search_and_pages(
+    fake: FakeWechat, make_settings: Callable[..., Settings], start_service: Start
+) -> None:
+    apps = numbered_apps(148)
+    broken = {apps[i]["appid"] for i in (20, 70, 140)}
+    for app in apps:
+        wrong = app["appid"] in broken  # the AppSecret was reset on WeChat's side
+        fake.add_app(app["appid"], "changed-on-wechat" if wrong else SECRETS[CLASSIC_APPID])
+    client = await start_service(make_settings(apps=base_config("", "")["apps"] + apps))
+
+    async def all_settled() -> bool:
+        states = [a["state"] for a in (await status(client))["apps"]]
+        return states.count("fresh") == 147 and states.count("misconfigured") == 3
+
+    await wait_until(all_settled, timeout=30)
+    assert len((await status(client))["apps"]) == 150
+
+    async def cards(**params: str) -> list[tuple[str, str]]:
+        response = await client.get("/status", params=params, headers=ADMIN)
+        assert response.status == 200, await response.text()
+        return CARD.findall(await response.text())
+
+    first = await cards()
+    assert len(first) == 100
+    assert {appid for _, appid in first[:3]} == broken  # failing apps first
+    assert all(state == "fresh" for state, _ in first[3:])
+    second = await cards(page="2")
+    assert len(second) == 50 and not {a for _, a in first} & {a for _, a in second}
+    assert await cards(q="SHOP 0042") == [("fresh", "wx000000000000002a")]  # any case
+    assert await cards(q="00000000008c") == [("fresh", "wx000000000000008c")]  # appid part
+    assert {appid for _, appid in await cards(state="failing")} == broken
+    assert await cards(q="no such app") == []
+    assert len(await cards(page="99")) == 50  # past the end: the last page
+
+
+async def test_status_page_refuses_bad_parameters_clearly(
+    make_settings: Callable[..., Settings], start_service: Start
+) -> None:
+    client = await ready(start_service, make_settings())
+    for params, named in (
+        ({"page": "0"}, "page"),
+        ({"page": "two"}, "page"),
+        ({"outcome": "failed"}, "outcome"),
+        ({"state": "broken"}, "state"),
+        ({"app": "wx<script>"}, "app"),
+        ({"q": "x" * 101}, "q"),
+    ):
+        response = await client.get("/status", params=params, headers=ADMIN)
+        body = await response.json()
+        assert response.status == 400 and body["error"] == "bad_request", params
+        assert body["message"].startswith(f"{named}:"), body
+
+
+def test_lifetime_bar_places_the_markers_in_order() -> None:
+    now = 1_800_000_000.0
+    fresh = AppStatus(
+        appid="wx1",
+        name="n",
+        kind="official_account",
+        token_api="classic",
+        state=TokenState.FRESH,
+        notice=None,
+        fingerprint="abcd1234",
+        version=2,
+        fetched_at=now - 1000,
+        expires_at=now + 6200,
+        rejected_at=None,
+        planned_refresh_at=now + 5600,
+        next_refresh_at=now + 5600,
+        next_refresh_reason="schedule",
+        previous_valid_until=now - 700,
+        last_error=None,
+        error_current=False,
+        failures=0,
+        upstream_calls_today=2,
+        daily_limit=2000,
+        passive_today={},
+        revoke_second_at=None,
+        has_token=True,
+        served=True,
+    )
+    bar = lifetime_bar(fresh, now)
+    assert bar.fetched is not None and bar.refresh is not None and bar.expiry is not None
+    assert 0 < bar.fetched < bar.now < bar.refresh < bar.expiry < 100
+    assert bar.overlap is not None and bar.overlap[0] == bar.fetched  # 300 s of overlap
+    assert bar.overlap[1] - bar.overlap[0] == pytest.approx(30000 / (bar.end - bar.start), abs=0.02)
+    assert bar.next is None  # the next attempt is the planned refresh
+    assert bar.start < now - 1000 and bar.end > now + 6200
+
+    failing = dataclasses.replace(
+        fresh,
+        state=TokenState.RETRYING,
+        planned_refresh_at=now - 100,
+        fetched_at=now - 7000,
+        expires_at=now + 200,
+        next_refresh_at=now + 400,
+        next_refresh_reason="backoff",
+        previous_valid_until=None,
+    )
+    bar = lifetime_bar(failing, now)
+    assert bar.fetched is not None and bar.refresh is not None and bar.expiry is not None
+    assert bar.next is not None and bar.overlap is None
+    assert bar.fetched < bar.refresh < bar.now < bar.expiry < bar.next < 100
+
+    no_token = dataclasses.replace(
+        failing,
+        state=TokenState.MISCONFIGURED,
+        fingerprint=None,
+        fetched_at=None,
+        expires_at=None,
+        planned_refresh_at=None,
+        next_refresh_at=now + 600,
+        next_refresh_reason="config_error",
+        has_token=False,
+    )
+    bar = lifetime_bar(no_token, now)
+    assert bar.fetched is None and bar.expiry is None and bar.refresh is None
+    assert bar.next is not None and 0 < bar.now < bar.next < 100
+
+
+def test_identical_events_of_an_app_are_grouped_across_other_apps_events() -> None:
+    def event(appid: str, at: float, outcome: str = "error", errcode: int | None = 40125) -> Any:
+        trigger = Trigger.PASSIVE if outcome == "error" else Trigger.SCHEDULED
+        fp = None if outcome == "error" else f"fp{at:.0f}"
+        return RefreshAttempt(appid, trigger, outcome, errcode, "bad", f"rid{at}", fp, 0.01, at)
+
+    newest_first = [
+        event("a", 110),
+        event("b", 109, "success", 0),
+        *(event("a", t) for t in range(108, 91, -1)),  # 17 more, interleaved with b below
+        event("b", 91, "success", 0),
+        event("a", 90, errcode=-1),
+        event("a", 80),
+    ]
+    groups = group_events(newest_first)
+    summary = [(g.appid, g.outcome, g.errcode, g.count, g.first_at, g.last_at) for g in groups]
+    assert summary == [
+        ("a", "error", 40125, 18, 92, 110),
+        ("b", "success", 0, 1, 109, 109),  # different tokens: not identical
+        ("b", "success", 0, 1, 91, 91),
+        ("a", "error", -1, 1, 90, 90),
+        ("a", "error", 40125, 1, 80, 80),  # not part of the run above: -1 came between
+    ]
+    assert groups[0].rid == "rid110"  # the newest's details
+
+
+async def test_event_filters_and_the_day_strip_counts(tmp_path: Any) -> None:
+    now = 1_800_000_000.0 + 100  # 100 s into a half-hour slot
+    start = strip_start(now)
+    assert start == 1_800_000_000.0 - (STRIP_SLOTS - 1) * STRIP_SLOT_SECONDS
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'e.db'}")
+    try:
+        await upgrade_to_head(engine)
+        events = EventLog(TokenStore(engine))
+        for appid, at, outcome in (
+            ("wx1", start - 1, "error"),  # before the strip
+            ("wx1", start, "success"),  # first slot
+            ("wx1", now - 50, "success"),  # last slot
+            ("wx1", now - 40, "error"),
+            ("wx1", now - 30, "dead"),
+            ("wx1", start + 5 * STRIP_SLOT_SECONDS + 1799, "error"),  # slot 5, at its end
+            ("wx2", now - 10, "unchanged"),
+            ("wx3", now - 10, "error"),
+        ):
+            errcode = -1 if outcome == "error" else 0
+            events.record(
+                RefreshAttempt(appid, Trigger.SCHEDULED, outcome, errcode, None, None, None, 0, at)
+            )
+        await events.flush()
+        counts = await events.slot_counts(["wx1", "wx2"], int(start), STRIP_SLOT_SECONDS)
+        assert set(counts) == {"wx1", "wx2"}
+        strip = day_strip(counts["wx1"], start)
+        assert len(strip) == STRIP_SLOTS and strip[0].start == start
+        assert [(i, s.level) for i, s in enumerate(strip) if s.level != "none"] == [
+            (0, "ok"),
+            (5, "error"),
+            (STRIP_SLOTS - 1, "mixed"),
+        ]
+        last = strip[-1]
+        assert (last.ok, last.errors, last.notes) == (1, 1, 1)
+        assert day_strip(counts["wx2"], start)[-1].level == "ok"
+
+        only = await events.latest(10, appid="wx1", outcome="error")
+        assert [e.at for e in only] == [now - 40, start + 5 * STRIP_SLOT_SECONDS + 1799, start - 1]
+        assert [e.appid for e in await events.latest(10, outcome="unchanged")] == ["wx2"]
+    finally:
+        await engine.dispose()

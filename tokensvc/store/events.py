@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Collection
 from typing import cast
 
-from sqlalchemy import Table, delete, func, insert, select
+from sqlalchemy import Integer, Table, delete, func, insert, literal_column, select
+from sqlalchemy import cast as cast_
 
 from tokensvc.errors import StoreUnavailable
 from tokensvc.store.repo import TokenStore
@@ -22,6 +24,9 @@ log = logging.getLogger(__name__)
 
 _E = cast(Table, RefreshEvent.__table__)
 MAX_QUEUE = 10_000
+
+EVENT_OUTCOMES = ("success", "unchanged", "error", "dead", "contested")
+"""Every ``outcome`` an event may have (see :class:`RefreshAttempt`)."""
 
 
 class EventLog:
@@ -94,12 +99,18 @@ class EventLog:
         except StoreUnavailable as exc:
             log.warning("could not store %d refresh events: %s", len(rows), exc)
 
-    async def latest(self, limit: int = 50) -> list[RefreshAttempt]:
-        """The newest events, newest first."""
+    async def latest(
+        self, limit: int = 50, *, appid: str | None = None, outcome: str | None = None
+    ) -> list[RefreshAttempt]:
+        """The newest events, newest first; only ``appid``'s, only ``outcome``'s (one of
+        :data:`EVENT_OUTCOMES`) when given. Raises :class:`StoreUnavailable`."""
+        query = select(_E).order_by(_E.c.at.desc(), _E.c.id.desc()).limit(limit)
+        if appid is not None:
+            query = query.where(_E.c.appid == appid)
+        if outcome is not None:
+            query = query.where(_E.c.outcome == outcome)
         async with self._store.begin() as conn:
-            result = await conn.execute(
-                select(_E).order_by(_E.c.at.desc(), _E.c.id.desc()).limit(limit)
-            )
+            result = await conn.execute(query)
             return [
                 RefreshAttempt(
                     r.appid,
@@ -125,6 +136,27 @@ class EventLog:
                 .group_by(_E.c.appid)
             )
             return {appid: int(n) for appid, n in result}
+
+    async def slot_counts(
+        self, appids: Collection[str], since: int, slot: int
+    ) -> dict[str, dict[int, dict[str, int]]]:
+        """Events of ``appids`` since ``since`` (UTC epoch seconds, a multiple of ``slot``)
+        counted per slot of ``slot`` seconds and outcome: ``{appid: {slot index: {outcome:
+        n}}}``, slot 0 starting at ``since``. One query. Raises :class:`StoreUnavailable`."""
+        if not appids:
+            return {}
+        index = cast_(_E.c.at, Integer) // slot - since // slot
+        query = (
+            select(_E.c.appid, index.label("slot_index"), _E.c.outcome, func.count())
+            .where(_E.c.at >= since, _E.c.appid.in_(sorted(appids)))
+            .group_by(_E.c.appid, literal_column("slot_index"), _E.c.outcome)
+        )
+        out: dict[str, dict[int, dict[str, int]]] = {}
+        async with self._store.begin() as conn:
+            for appid, at_slot, outcome, n in await conn.execute(query):
+                by_outcome = out.setdefault(appid, {}).setdefault(int(at_slot), {})
+                by_outcome[outcome] = by_outcome.get(outcome, 0) + int(n)
+        return out
 
     async def prune(self, older_than: float) -> int:
         """Delete events before ``older_than`` (UTC epoch seconds); returns how many."""

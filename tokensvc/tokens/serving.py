@@ -29,6 +29,19 @@ from tokensvc.wechat.errcodes import ErrorKind
 MIN_SERVE_SECONDS = 1.0
 """A token with less than this left is not handed out (it could die on the way)."""
 
+NEXT_ATTEMPT_REASONS = (
+    "first_fetch",
+    "schedule",
+    "token_rejected",
+    "contested",
+    "backoff",
+    "config_error",
+    "quota_pause",
+)
+"""Why the next attempt is when it is (:meth:`TokenServing.next_attempt`); at the same instant
+a later reason in this tuple is the one given."""
+_REASON_RANK = {reason: rank for rank, reason in enumerate(NEXT_ATTEMPT_REASONS)}
+
 
 class TokenServing:
     """One app's token state in memory and every read of it; see the module docstring."""
@@ -124,17 +137,34 @@ class TokenServing:
     def next_refresh_at(self, record: TokenRecord | None = None) -> float:
         """When the scheduler will next try (UTC epoch seconds): the plan, or at once for a
         proven-dead token, held back by a failure's retry, a quota pause or the contest
-        backoff."""
+        backoff. May lie in the past (the attempt is due); ``-inf`` before the first fetch."""
+        return self.next_attempt(record)[0]
+
+    def next_attempt(self, record: TokenRecord | None = None) -> tuple[float, str]:
+        """:meth:`next_refresh_at` and why: ``(instant, reason)``, the instant in UTC epoch
+        seconds (past or ``-inf`` when due), the reason one of :data:`NEXT_ATTEMPT_REASONS`:
+        ``first_fetch`` (no token yet), ``schedule`` (the planned refresh), ``token_rejected``
+        (WeChat proved the token dead: replaced at once), ``backoff`` (retry after a failure),
+        ``config_error`` (``config_error_retry`` after a wrong AppSecret, appid or IP
+        whitelist), ``quota_pause`` (45009 until midnight China time, 45011 until the next
+        minute) or ``contested`` (the backoff of policy rule 3). Read-only."""
         record = record or self._record
         planned = self.planned_refresh_at(record)
-        if record.dead_at is not None:
-            planned = min(planned, record.dead_at)
-        candidates = [planned, self._not_before, record.blocked_until or -math.inf]
+        reason = "schedule" if record.access_token is not None else "first_fetch"
+        if record.dead_at is not None and record.dead_at < planned:
+            planned, reason = record.dead_at, "token_rejected"
+        candidates = [
+            (planned, reason),
+            (self._not_before, "schedule"),
+            (record.blocked_until or -math.inf, "quota_pause"),
+        ]
         if record.has_current_error() or self._local_failures:
-            candidates.append(self._retry_floor(record))
+            error = record.last_error if record.has_current_error() else None
+            config = error is not None and error.kind is ErrorKind.CONFIG
+            candidates.append((self._retry_floor(record), "config_error" if config else "backoff"))
         if record.dead_at is not None:
-            candidates.append(self._contest_not_before(record))
-        return max(candidates)
+            candidates.append((self._contest_not_before(record), "contested"))
+        return max(candidates, key=lambda c: (c[0], _REASON_RANK[c[1]]))
 
     def _is_dead(self, record: TokenRecord) -> bool:
         """True when WeChat proved the record's current token dead (marked, or about to be)."""

@@ -3,22 +3,49 @@
 All need the admin key (Bearer, or the HTTP Basic password so a browser prompts), except
 ``/metrics`` with ``[metrics] public = true``. Nothing here shows a token or a secret: tokens
 appear as fingerprints (first 8 hex of their SHA-256).
+
+The page is drawn on the server (HTML and inline SVG, positions computed here), so it works
+without JavaScript and under a strict Content-Security-Policy; its one nonce'd script only
+counts down, asks before an action, and swaps in a freshly drawn page every few seconds.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import re
 import secrets
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
 
 import jinja2
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from tokensvc.clock import rfc3339
-from tokensvc.config import fingerprint
 from tokensvc.errors import StoreUnavailable, TokensvcError
-from tokensvc.status import build_status
+from tokensvc.secret import fingerprint
+from tokensvc.status import (
+    FAILING_FIRST,
+    STRIP_SLOT_SECONDS,
+    AppStatus,
+    EventGroup,
+    LifetimeBar,
+    StripSlot,
+    build_status,
+    collect_apps,
+    day_strip,
+    group_events,
+    lifetime_bar,
+    strip_start,
+)
+from tokensvc.store.events import EVENT_OUTCOMES
 from tokensvc.tokens.manager import TokenManager
-from tokensvc.tokens.values import RefreshOutcome, Trigger
+from tokensvc.tokens.values import RefreshOutcome, TokenState, Trigger
 from tokensvc.web.api import configured_manager, token_body
 from tokensvc.web.errors import domain_error, json_error
 from tokensvc.web.keys import AUTH, CLOCK, EVENTS, MANAGERS, METRICS, PASSIVE_TALLY, SETTINGS
@@ -29,27 +56,269 @@ _templates = jinja2.Environment(
     loader=jinja2.PackageLoader("tokensvc.web", "templates"),
     autoescape=jinja2.select_autoescape(["html"]),
     undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
 )
 
+PAGE_SIZE = 100
+"""Apps per page of ``/status`` (failing apps first; the search box narrows them)."""
+EVENT_GROUPS = 50
+"""Lines of grouped events the page shows..."""
+EVENTS_READ = 2000
+"""...out of at most this many newest events (matching the filters)."""
 
-async def _status_document(request: web.Request) -> dict[str, object]:
+STATE_FILTERS = ("", "failing", *(state.value for state in TokenState))
+"""Values of the page's ``state`` parameter: all apps, the failing ones, or one state."""
+MAX_QUERY = 100
+"""Longest search text (characters)."""
+MAX_PAGE = 100_000
+_APPID_FILTER = re.compile(r"[A-Za-z0-9_-]{0,64}")
+
+
+@dataclass(frozen=True)
+class PageQuery:
+    """The page's query parameters: ``q`` (apps whose name or appid contains it, any case),
+    ``state`` (see :data:`STATE_FILTERS`), ``app`` and ``outcome`` (events of that appid, with
+    that outcome), ``page`` (1-based). Empty strings mean "any"."""
+
+    q: str = ""
+    state: str = ""
+    app: str = ""
+    outcome: str = ""
+    page: int = 1
+
+    @classmethod
+    def parse(cls, query: Mapping[str, str]) -> PageQuery:
+        """Read and check the parameters; raises a 400 ``bad_request`` naming the bad one."""
+        q = query.get("q", "").strip()
+        state = query.get("state", "")
+        app = query.get("app", "").strip()
+        outcome = query.get("outcome", "")
+        page = query.get("page", "1")
+        if len(q) > MAX_QUERY:
+            raise json_error(400, "bad_request", f"q: at most {MAX_QUERY} characters")
+        if state not in STATE_FILTERS:
+            raise json_error(
+                400, "bad_request", "state: one of " + ", ".join(STATE_FILTERS[1:]) + " or empty"
+            )
+        if not _APPID_FILTER.fullmatch(app):
+            raise json_error(400, "bad_request", "app: an appid (letters, digits, _ and -)")
+        if outcome and outcome not in EVENT_OUTCOMES:
+            raise json_error(
+                400, "bad_request", "outcome: one of " + ", ".join(EVENT_OUTCOMES) + " or empty"
+            )
+        if not page.isascii() or not page.isdigit() or not 1 <= int(page) <= MAX_PAGE:
+            raise json_error(400, "bad_request", f"page: a whole number from 1 to {MAX_PAGE}")
+        return cls(q=q, state=state, app=app, outcome=outcome, page=int(page))
+
+    def matches(self, app: AppStatus) -> bool:
+        """True when ``app`` passes the search text and the state filter."""
+        if self.state == "failing" and not app.failing:
+            return False
+        if self.state not in ("", "failing") and app.state.value != self.state:
+            return False
+        needle = self.q.casefold()
+        return needle in app.appid.casefold() or needle in app.name.casefold()
+
+    def url(self, **changes: Any) -> str:
+        """``/status`` with these parameters (empty ones and page 1 left out)."""
+        values = dataclasses.asdict(dataclasses.replace(self, **changes))
+        kept = {k: v for k, v in values.items() if v and not (k == "page" and v == 1)}
+        return "/status" + ("?" + urlencode(kept) if kept else "")
+
+
+@dataclass(frozen=True)
+class Card:
+    """One app on the page: its status, its lifetime bar, its last 24 hours, and what its
+    buttons ask before they act (``None``: no such button)."""
+
+    app: AppStatus
+    bar: LifetimeBar
+    strip: list[StripSlot]
+    confirm_rotate: str
+    confirm_revoke: str | None
+
+
+def duration(seconds: float) -> str:
+    """A duration in words: ``5 seconds``, ``5 minutes``, ``2 hours``."""
+    if seconds < 90:
+        value, unit = round(seconds, 1), "second"
+    elif seconds < 90 * 60:
+        value, unit = round(seconds / 60, 1), "minute"
+    else:
+        value, unit = round(seconds / 3600, 1), "hour"
+    return f"{value:g} {unit}{'' if value == 1 else 's'}"
+
+
+def confirm_texts(app: AppStatus, *, rotation_window: float, revoke_gap: float) -> tuple[str, str]:
+    """What "Refresh now" and "Revoke leaked token" ask before they act, from the configured
+    ``[wechat] rotation_window`` and ``[refresh] revoke_gap`` (seconds)."""
+    who = f"{app.name} ({app.appid})"
+    window = duration(rotation_window)
+    if app.token_api == "classic":
+        rotate = (
+            f"Refresh the access_token of {who} now?\n\nWeChat issues a new token; the current "
+            f"one stays valid for {window} (rotation_window), then callers still holding it "
+            "get errcode 40001."
+        )
+    else:
+        rotate = (
+            f"Refresh the access_token of {who} now?\n\nA stable token only changes in its last "
+            f"{window} (rotation_window); before that WeChat hands back the same token."
+        )
+    revoke = (
+        f"Revoke the access_token of {who} as leaked?\n\nThis makes two force refreshes "
+        f"{duration(revoke_gap)} apart (WeChat allows 20 a day). After the second, the leaked "
+        "token no longer works: callers still holding it get errcode 40001 until they fetch "
+        "the new token."
+    )
+    return rotate, revoke
+
+
+class Formatter:
+    """Times for the page, relative to the page's ``now`` (UTC epoch seconds): clock times in
+    UTC (with the date when it is not today's), countdowns, durations."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+        self._today = datetime.fromtimestamp(now, UTC).date()
+
+    def iso(self, at: float | None) -> str:
+        """RFC 3339 UTC, or an empty string."""
+        return rfc3339(at) or ""
+
+    def time(self, at: float) -> str:
+        """``14:54:32``, or ``Nov 20 14:54:32`` on another day (UTC)."""
+        moment = datetime.fromtimestamp(at, UTC)
+        if moment.date() == self._today:
+            return moment.strftime("%H:%M:%S")
+        return moment.strftime("%b %d %H:%M:%S").replace(" 0", " ", 1)
+
+    def span(self, first: float, last: float) -> str:
+        """``14:54:32–14:54:43`` (one time when they are the same second)."""
+        a, b = self.time(first), self.time(last)
+        if a == b:
+            return a
+        if a[:6] == b[:6] and not a[0].isdigit():  # same other day: the date once
+            b = b[7:]
+        return f"{a}–{b}"
+
+    def until(self, at: float) -> str:
+        """``in 4 min 2 s``, or ``now`` when it is due."""
+        left = at - self.now
+        return "now" if left < 0.5 else "in " + self.amount(left)
+
+    def ago(self, at: float) -> str:
+        """``3 min ago``."""
+        return self.amount(max(0.0, self.now - at)) + " ago"
+
+    @staticmethod
+    def amount(seconds: float) -> str:
+        """``28 s``, ``4 min 2 s``, ``1 h 50 min``, ``2 d 3 h``."""
+        s = math.ceil(seconds - 1e-9)
+        if s < 60:
+            return f"{s} s"
+        if s < 3600:
+            return f"{s // 60} min {s % 60} s" if s % 60 else f"{s // 60} min"
+        if s < 86400:
+            m = s // 60
+            return f"{m // 60} h {m % 60} min" if m % 60 else f"{m // 60} h"
+        h = s // 3600
+        return f"{h // 24} d {h % 24} h" if h % 24 else f"{h // 24} d"
+
+
+NEXT_REASON_TEXT = {
+    "first_fetch": "first fetch",
+    "schedule": "planned refresh",
+    "token_rejected": "WeChat rejected the current token: replacing it",
+    "backoff": "retry after {failures} failed attempt{s} (backoff)",
+    "config_error": "configuration error: retried only every config_error_retry",
+    "quota_pause": "quota exhausted: paused until WeChat resets it",
+    "contested": "contested: replacements back off",
+}
+"""How the page explains ``next_refresh_reason``."""
+
+
+def next_reason(app: AppStatus) -> str:
+    """Why the next attempt is when it is, in words."""
+    text = NEXT_REASON_TEXT[app.next_refresh_reason]
+    return text.format(failures=app.failures, s="" if app.failures == 1 else "s")
+
+
+async def _status_page(request: web.Request, query: PageQuery) -> dict[str, Any]:
     app = request.app
+    settings = app[SETTINGS]
+    events = app[EVENTS]
+    now = app[CLOCK].now()
     try:
-        return await build_status(app[MANAGERS], app[EVENTS], app[PASSIVE_TALLY], app[CLOCK])
+        apps = await collect_apps(app[MANAGERS], events, app[PASSIVE_TALLY], now)
+        counts = Counter(a.state for a in apps)
+        matching = sorted(
+            (a for a in apps if query.matches(a)),
+            key=lambda a: (FAILING_FIRST.index(a.state), a.name.casefold(), a.appid),
+        )
+        pages = max(1, math.ceil(len(matching) / PAGE_SIZE))
+        page = min(query.page, pages)
+        shown = matching[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
+        start = strip_start(now)
+        slots = await events.slot_counts([a.appid for a in shown], int(start), STRIP_SLOT_SECONDS)
+        latest = await events.latest(
+            EVENTS_READ, appid=query.app or None, outcome=query.outcome or None
+        )
     except StoreUnavailable as exc:
-        raise domain_error(exc, app[CLOCK].now(), code="database_unavailable") from None
+        raise domain_error(exc, now, code="database_unavailable") from None
+    cards = []
+    for a in shown:
+        rotate, revoke = confirm_texts(
+            a,
+            rotation_window=settings.wechat.rotation_window,
+            revoke_gap=settings.refresh.revoke_gap,
+        )
+        cards.append(
+            Card(
+                app=a,
+                bar=lifetime_bar(a, now),
+                strip=day_strip(slots.get(a.appid, {}), start),
+                confirm_rotate=rotate,
+                confirm_revoke=revoke if a.token_api == "stable" and a.has_token else None,
+            )
+        )
+    groups: list[EventGroup] = group_events(latest)[:EVENT_GROUPS]
+    return {
+        "now": now,
+        "query": query,
+        "total": len(apps),
+        "counts": [(state.value, counts[state]) for state in FAILING_FIRST if counts[state]],
+        "failing": sum(1 for a in apps if a.failing),
+        "matching": len(matching),
+        "page": page,
+        "pages": pages,
+        "first": (page - 1) * PAGE_SIZE + 1,
+        "cards": cards,
+        "groups": groups,
+        "events_read": len(latest),
+        "events_limit": EVENTS_READ,
+        "names": {a.appid: a.name for a in apps},
+        "next_reason": next_reason,
+        "fmt": Formatter(now),
+        "outcomes": EVENT_OUTCOMES,
+        "state_filters": STATE_FILTERS,
+    }
 
 
 @routes.get("/status")
 async def status_page(request: web.Request) -> web.Response:
-    """The status page (HTML): one row per app, the last 50 refresh events, live updates."""
+    """The status page (HTML): one lifetime bar and a 24-hour strip per app (failing apps
+    first, 100 a page), grouped recent events; ``q``, ``state``, ``app``, ``outcome`` and
+    ``page`` query parameters (see :class:`PageQuery`); updates itself every few seconds."""
     request.app[AUTH].require_admin(request)
-    document = await _status_document(request)
+    query = PageQuery.parse(request.query)
+    view = await _status_page(request, query)
     nonce = secrets.token_urlsafe(16)
-    html = _templates.get_template("status.html").render(status=document, nonce=nonce)
+    html = _templates.get_template("status.html").render(nonce=nonce, **view)
     csp = (
         f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
-        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+        "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
     )
     return web.Response(
         text=html,
@@ -68,7 +337,12 @@ async def status_page(request: web.Request) -> web.Response:
 async def status_json(request: web.Request) -> web.Response:
     """The status document as JSON (see :func:`tokensvc.status.build_status`)."""
     request.app[AUTH].require_admin(request)
-    return web.json_response(await _status_document(request), headers={"Cache-Control": "no-store"})
+    app = request.app
+    try:
+        document = await build_status(app[MANAGERS], app[EVENTS], app[PASSIVE_TALLY], app[CLOCK])
+    except StoreUnavailable as exc:
+        raise domain_error(exc, app[CLOCK].now(), code="database_unavailable") from None
+    return web.json_response(document, headers={"Cache-Control": "no-store"})
 
 
 def _admin_manager(request: web.Request) -> TokenManager:
@@ -99,8 +373,8 @@ async def rotate(request: web.Request) -> web.Response:
     """ "Refresh now": a normal-mode refresh through the one refresh path (trigger operator).
 
     Classic apps get a new token; stable apps get whatever normal mode gives (the same token
-    outside its last 5 minutes, per WeChat). Answers the token metadata (fingerprint, never the
-    token) and ``refreshed``.
+    outside its last ``rotation_window``, per WeChat). Answers the token metadata (fingerprint,
+    never the token) and ``refreshed``.
     """
     manager = _admin_manager(request)
     try:
@@ -124,7 +398,8 @@ async def revoke(request: web.Request) -> web.Response:
             400,
             "bad_request",
             f"app {manager.appid} uses the classic token API: "
-            "use rotate (a classic refresh already replaces the token within 5 minutes)",
+            "use rotate (a classic refresh already replaces the token within the rotation "
+            "window)",
         )
     try:
         outcome = await manager.revoke_leaked(request.app[SETTINGS].refresh.revoke_gap)
