@@ -436,6 +436,8 @@ async def test_status_page_refuses_bad_parameters_clearly(
     for params, named in (
         ({"page": "0"}, "page"),
         ({"page": "two"}, "page"),
+        ({"page": "1" * 5000}, "page"),
+        ({"app": f" {CLASSIC_APPID}"}, "app"),
         ({"outcome": "failed"}, "outcome"),
         ({"state": "broken"}, "state"),
         ({"app": "wx<script>"}, "app"),

@@ -7,8 +7,11 @@ from typing import Any
 from aiohttp import web
 
 from tokensvc.status import DAILY_LIMITS
+from tokensvc.store.events import EVENT_OUTCOMES
+from tokensvc.tokens.serving import NEXT_ATTEMPT_REASONS
 from tokensvc.tokens.values import TokenState, Trigger
 from tokensvc.web.facade import WECHAT_ROOTS
+from tokensvc.web.status import MAX_PAGE, MAX_QUERY, STATE_FILTERS
 from tokensvc.wechat.errcodes import TOKEN_ERRCODES
 from tokensvc.wechat.messages import (
     CUSTOM_MSGTYPES,
@@ -474,12 +477,41 @@ SCHEMAS: Json = {
             "version": {"type": "integer"},
             "fetched_at": _instant("When the current token was fetched.", nullable=True),
             "expires_at": _instant("When the current token expires.", nullable=True),
-            "next_refresh_at": _instant("The next planned refresh.", nullable=True),
+            "rejected_at": _instant(
+                "When WeChat proved the current token dead (it is not served from then on).",
+                nullable=True,
+            ),
+            "planned_refresh_at": _instant(
+                "The refresh the current token's schedule plans (null without a token); "
+                "`next_refresh_at` says when tokensvc will really try.",
+                nullable=True,
+            ),
+            "next_refresh_at": _instant(
+                "When tokensvc will next call WeChat for this app's token, never in the past "
+                "(an attempt that is due or under way is `now`)."
+            ),
+            "next_refresh_reason": _string(
+                "Why then: `first_fetch` (no token yet), `schedule` (the planned refresh), "
+                "`token_rejected` (WeChat proved the token dead: replaced at once), `backoff` "
+                "(retrying after failures), `config_error` (wrong AppSecret, appid or IP "
+                "whitelist: retried every `config_error_retry`), `quota_pause` (45009: until "
+                "midnight China time; 45011: the next minute) or `contested` (another system "
+                "kills the tokens: replacements back off).",
+                enum=list(NEXT_ATTEMPT_REASONS),
+            ),
             "previous_valid_until": _instant(
                 "Until when WeChat still accepts the previous token (the overlap).",
                 nullable=True,
             ),
-            "last_error": {"oneOf": [{"type": "null"}, _ref("LastError")]},
+            "last_error": {
+                "oneOf": [{"type": "null"}, _ref("LastError")],
+                "description": "The last failed attempt; kept after a later success.",
+            },
+            "failures": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "Failed attempts since the last success.",
+            },
             "upstream_calls_today": {
                 "type": "integer",
                 "description": "Calls to WeChat's token API today (China time).",
@@ -651,6 +683,18 @@ PARAMETERS: Json = {
 
 
 # ---- operations -------------------------------------------------------------------------------
+
+
+def _page_parameter(name: str, description: str, schema: Json) -> Json:
+    """An optional query parameter of the status page (empty means "any")."""
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema,
+    }
+
 
 _TOKEN_OK = _ok("The app's current token.", _json(_ref("Token")), _NO_STORE)
 _WECHAT_OK = _ok(
@@ -847,22 +891,54 @@ PATHS: Json = {
         "get": _operation(
             "statusPage",
             "The status page (HTML)",
-            "One row per app (state, token fingerprint and version, expiry, next refresh, "
-            "last error, calls today) and the last 50 refresh events; updates itself. Browsers "
-            "prompt for the admin key (Basic auth).",
+            "One card per app, failing apps first, 100 a page: a bar of the token's lifetime "
+            "(fetched, planned refresh, expiry, the previous token's overlap, now, the next "
+            "attempt and why), the last 24 hours of refreshes and errors, token fingerprint, "
+            "calls today, last error and the actions; then the recent refresh events, "
+            "identical ones grouped. Drawn on the server (works without JavaScript), it "
+            "updates itself. Browsers prompt for the admin key (Basic auth).",
             "operators",
             OPERATOR,
             _responses(
                 _ok("The page.", {"text/html": {"schema": _string()}}, _NO_STORE),
                 "DatabaseUnavailable",
             ),
+            parameters=[
+                _page_parameter(
+                    "q",
+                    "Only apps whose name or appid contains this (any case).",
+                    _string(maxLength=MAX_QUERY),
+                ),
+                _page_parameter(
+                    "state",
+                    "Only apps in this state; `failing`: expired, misconfigured, contested "
+                    "or retrying.",
+                    _string(enum=list(STATE_FILTERS)),
+                ),
+                _page_parameter(
+                    "app",
+                    "Only the events of this appid.",
+                    _string(pattern="^[A-Za-z0-9_-]{0,64}$"),
+                ),
+                _page_parameter(
+                    "outcome",
+                    "Only the events with this outcome.",
+                    _string(enum=["", *EVENT_OUTCOMES]),
+                ),
+                _page_parameter(
+                    "page",
+                    "Which 100 apps (1-based); past the end, the last page.",
+                    {"type": "integer", "minimum": 1, "maximum": MAX_PAGE},
+                ),
+            ],
         )
     },
     "/v1/status": {
         "get": _operation(
             "status",
             "The status as JSON",
-            "The data of the status page; times RFC 3339 UTC.",
+            "Every app's status (in configuration order) and the last 50 refresh events; "
+            "times RFC 3339 UTC.",
             "operators",
             OPERATOR,
             _responses(

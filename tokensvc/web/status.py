@@ -90,9 +90,9 @@ class PageQuery:
     @classmethod
     def parse(cls, query: Mapping[str, str]) -> PageQuery:
         """Read and check the parameters; raises a 400 ``bad_request`` naming the bad one."""
-        q = query.get("q", "").strip()
+        q = query.get("q", "")
         state = query.get("state", "")
-        app = query.get("app", "").strip()
+        app = query.get("app", "")
         outcome = query.get("outcome", "")
         page = query.get("page", "1")
         if len(q) > MAX_QUERY:
@@ -107,9 +107,10 @@ class PageQuery:
             raise json_error(
                 400, "bad_request", "outcome: one of " + ", ".join(EVENT_OUTCOMES) + " or empty"
             )
-        if not page.isascii() or not page.isdigit() or not 1 <= int(page) <= MAX_PAGE:
+        digits = page.isascii() and page.isdigit() and len(page) <= len(str(MAX_PAGE))
+        if not digits or not 1 <= int(page) <= MAX_PAGE:
             raise json_error(400, "bad_request", f"page: a whole number from 1 to {MAX_PAGE}")
-        return cls(q=q, state=state, app=app, outcome=outcome, page=int(page))
+        return cls(q=q.strip(), state=state, app=app, outcome=outcome, page=int(page))
 
     def matches(self, app: AppStatus) -> bool:
         """True when ``app`` passes the search text and the state filter."""
