@@ -527,12 +527,6 @@ async def test_sdk_without_token_retry_keeps_working_after_an_outside_kill(
         assert answer.body["errcode"] == 0, f"{touser}: {answer.body}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an unknown outcome is answered HTTP 502/504 with errcode -1: WxJava's OkHttp and "
-    "Jodd backends resend on errcode -1, Symfony's default retry resends a POST on 502 (see "
-    "the report)",
-)
 @pytest.mark.parametrize("fault", ["reset", "timeout"])
 async def test_unknown_outcome_is_not_resent_by_any_sdk(
     fake: FakeWechat, service: TestClient[Any, Any], fault: str

@@ -28,7 +28,7 @@ unknown appid, 40002 bad ``grant_type``, 41002/41004 missing appid/secret, 41001
 access_token, 40001 a token tokensvc did not issue, 48001 a path outside ``[proxy] allow``, -1
 "system error" when no valid token can be had now (nothing was sent: SDKs may retry). When a
 forwarded call's outcome is unknown (timeout, connection broken after sending) the answer is HTTP
-504/502 with an errcode -1 body, so that SDKs raise instead of resending.
+504 with errcode -2, so that SDKs raise instead of resending.
 """
 
 from __future__ import annotations
@@ -277,17 +277,29 @@ async def user_token_api(request: web.Request) -> web.Response:
     return passthrough_answer(result, api)
 
 
+UNKNOWN_OUTCOME_ERRCODE = -2
+"""tokensvc's own errcode for a forwarded call whose outcome is unknown: not -1 (WeChat's busy
+code, which WxJava resends on) nor a token errcode (which SDKs retry after a refetch)."""
+
+
 def _wechat_failure(exc: TokensvcError, api: str, now: float) -> web.HTTPException:
     """A failed forwarded call in WeChat's shape: -1 with HTTP 200 when nothing was done (SDKs
-    may retry), HTTP 504/502 when the outcome is unknown (SDKs raise instead of resending)."""
-    status = 200
-    if getattr(exc, "api", None) == api:
-        if isinstance(exc, UpstreamTimeout):
-            status = 504
-        elif isinstance(exc, UpstreamUnavailable) and exc.request_sent:
-            status = 502
+    may retry); HTTP 504 with errcode :data:`UNKNOWN_OUTCOME_ERRCODE` when the outcome is unknown
+    (timeout, connection broken after sending). Every SDK raises on that and none resends it:
+    wechatpy, WxJava's Apache client and silenceper/wechat raise on the status, WxJava's OkHttp
+    and Jodd clients raise on any errcode but -1, and Symfony's default retry (EasyWeChat)
+    resends a 504 only for GET (tests/integration/test_sdk_requests.py)."""
+    errcode, status = -1, 200
+    if getattr(exc, "api", None) == api and (
+        isinstance(exc, UpstreamTimeout)
+        or (isinstance(exc, UpstreamUnavailable) and exc.request_sent)
+    ):
+        errcode, status = UNKNOWN_OUTCOME_ERRCODE, 504
+        message = f"outcome unknown, not resent: {exc}"
+    else:
+        message = f"system error: {exc}"
     failure = web.HTTPException(
-        text=json.dumps({"errcode": -1, "errmsg": f"system error: {exc}"}),
+        text=json.dumps({"errcode": errcode, "errmsg": message}),
         content_type="application/json",
     )
     failure.set_status(status)

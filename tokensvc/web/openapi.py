@@ -1046,13 +1046,13 @@ _WECHAT_SHAPED = _ok(
 )
 _WECHAT_UNKNOWN = {
     "502": _ok(
-        "The forwarded call's outcome is unknown (connection broke after sending) or WeChat's "
-        'answer was unusable: `{"errcode": -1, "errmsg"}`, not to be resent blindly.',
-        _json(_ref("WechatAnswer")),
+        "WeChat's answer was unusable (an HTTP error, or text/HTML where JSON was expected).",
+        _json(_ref("Error")),
     ),
     "504": _ok(
-        "WeChat did not answer in time; the call may have taken effect and was not resent: "
-        '`{"errcode": -1, "errmsg"}`.',
+        "The forwarded call's outcome is unknown (no answer in time, or the connection broke "
+        'after sending); it was not resent: `{"errcode": -2, "errmsg"}`. Do not resend it '
+        "blindly.",
         _json(_ref("WechatAnswer")),
     ),
 }
