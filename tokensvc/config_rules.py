@@ -47,7 +47,10 @@ def appid_problem(appid: str) -> str | None:
             f"with wx and has 16 hex digits after it; {WHERE_APPID}"
         )
     if APPID_RE.match(appid.strip().lower()):
-        return f"{shown} is not an AppID: AppIDs are lowercase, write {appid.strip().lower()}"
+        return (
+            f"{shown} is not an AppID: an AppID is wx and 16 lowercase hex digits; write "
+            f"{appid.strip().lower()}"
+        )
     if appid.lower().startswith("ww"):
         return (
             f"{shown} looks like a WeCom (企业微信) corp ID: tokensvc serves Official Accounts "

@@ -21,7 +21,7 @@ from tokensvc.secret import key_sha256
 from tokensvc.web.access_log import AccessLogger
 from tokensvc.web.app import create_app
 from tokensvc.web.keys import MANAGERS
-from tokensvc.web.server import TokensvcRunner
+from tokensvc.web.server import TokensvcRunner, bind_listeners
 from tokensvc.wechat.fake import FakeWechat, serve_fake
 
 OFFICIAL_APPID = "wxde00000000000001"
@@ -72,13 +72,15 @@ def demo_settings(
 
 
 async def run_demo(
-    *, port: int, ttl: float, wait: Callable[[], Awaitable[None]], wrong_secret: bool = False
+    *, port: int, ttl: float, wait: Callable[[], Awaitable[object]], wrong_secret: bool = False
 ) -> None:
     """Start the simulator and tokensvc, print how to use them, run until ``wait()`` returns.
 
     ``wrong_secret``: configure the mini program with an AppSecret the simulator rejects, to see
-    what operators see then (state misconfigured, errcode 40125).
+    what operators see then (state misconfigured, errcode 40125). Raises
+    :class:`~tokensvc.errors.ConfigError` (naming ``--port``) when the port is taken.
     """
+    sockets = bind_listeners("127.0.0.1", port, port_key="--port", host_key="--host")
     rotation_window = max(2.0, ttl / 4)
     fake = FakeWechat(ttl=ttl, rotation_window=rotation_window)
     app_secrets = {OFFICIAL_APPID: secrets.token_hex(16), MINIPROGRAM_APPID: secrets.token_hex(16)}
@@ -88,7 +90,10 @@ async def run_demo(
         app_secrets[MINIPROGRAM_APPID] = "wrong-" + secrets.token_hex(8)
     client_key = "demo-" + secrets.token_urlsafe(24)
     admin_key = "admin-" + secrets.token_urlsafe(24)
-    with tempfile.TemporaryDirectory(prefix="tokensvc-demo-") as tmp:
+    with contextlib.ExitStack() as stack:
+        for sock in sockets:
+            stack.callback(sock.close)
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="tokensvc-demo-"))
         async with serve_fake(fake) as fake_url:
             settings = demo_settings(
                 api_base=fake_url,
@@ -102,7 +107,8 @@ async def run_demo(
             runner = TokensvcRunner(create_app(settings), access_log_class=AccessLogger)
             await runner.setup()
             try:
-                await web.TCPSite(runner, "127.0.0.1", port).start()
+                for sock in sockets:
+                    await web.SockSite(runner, sock).start()
                 # print the curl only once it works: wait for the first tokens (a few ms)
                 managers = runner.app[MANAGERS]
                 ready = [OFFICIAL_APPID] if wrong_secret else [OFFICIAL_APPID, MINIPROGRAM_APPID]

@@ -233,7 +233,7 @@ def test_passthrough_paths_are_plain_segments() -> None:
     ("appid", "problem"),
     [
         ("wx11111", 'apps[0].appid: "wx11111" is not an AppID: expected wx and 16 lowercase hex'),
-        ("WX1111111111111111", "AppIDs are lowercase, write wx1111111111111111"),
+        ("WX1111111111111111", "16 lowercase hex digits; write wx1111111111111111"),
         ("wx1111111111111111x", '"wx1111111111111111x" is not an AppID: expected wx and 16'),
         ("wx111111111111111g", '"wx111111111111111g" is not an AppID: expected wx and 16'),
         ("gh_1234567890ab", "the account's original ID (原始ID), not its AppID"),
@@ -247,7 +247,7 @@ def test_an_appid_must_have_wechats_format_and_the_error_says_where_to_find_it(
     raw["apps"][0]["appid"] = appid
     message = error_of(raw)
     assert message.startswith("config: apps[0].appid: ") and problem in message
-    if "lowercase, write" not in message:
+    if "; write" not in message:
         assert "mp.weixin.qq.com: 设置与开发 → 基本配置" in message
 
 

@@ -6,13 +6,18 @@ it in a ``text/plain`` 400 body. That line can hold a client key (``Authorizatio
 <key>\\x7f``). :class:`TokensvcRunner` replaces that answer: one WARNING line that names the kind
 of error and the peer, never the bytes; the usual ``{"error", "message"}`` JSON body; the
 connection closed.
+
+:func:`serve` binds the port before the app starts (:func:`bind_listeners`): a busy port is one
+line naming ``server.port`` before any migration has run.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import re
+import socket
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
@@ -20,6 +25,7 @@ from typing import Any
 from aiohttp import http_exceptions, web
 from aiohttp.web_protocol import RequestHandler
 
+from tokensvc.errors import ConfigError
 from tokensvc.web.access_log import MALFORMED, AccessLogger
 
 log = logging.getLogger(__name__)
@@ -97,6 +103,66 @@ class TokensvcRunner(web.AppRunner):
         return server
 
 
+def bind_error(exc: OSError, host: str, port: int, *, port_key: str, host_key: str) -> ConfigError:
+    """The :class:`ConfigError` for a failed bind of ``host:port``, naming the option the
+    person can change (``server.port`` / ``server.host`` in the config, ``--port`` / ``--host``
+    on the command line) and what to do."""
+    if isinstance(exc, socket.gaierror):
+        return ConfigError(
+            host_key, f'cannot resolve "{host}" ({exc.strerror}): give an IP address'
+        )
+    if exc.errno == errno.EADDRINUSE:
+        return ConfigError(
+            port_key,
+            f"{port} is already in use on {host}: stop the other process or choose another port",
+        )
+    if exc.errno == errno.EACCES:
+        return ConfigError(
+            port_key,
+            f"{port} on {host} needs privileges this process lacks (ports below 1024): choose "
+            "a port above 1023, or grant CAP_NET_BIND_SERVICE",
+        )
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return ConfigError(
+            host_key,
+            f"{host} is not an address of this machine: use 127.0.0.1, 0.0.0.0 (every "
+            "interface) or one of its own addresses",
+        )
+    return ConfigError(port_key, f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+
+
+def bind_listeners(
+    host: str, port: int, *, port_key: str = "server.port", host_key: str = "server.host"
+) -> list[socket.socket]:
+    """Bind (not yet listen on) every address ``host`` resolves to, on ``port``, as aiohttp's
+    ``TCPSite`` would (``SO_REUSEADDR``, IPv6 sockets IPv6-only), so a busy port is found before
+    anything else starts. Raises :class:`ConfigError` (see :func:`bind_error`)."""
+    try:
+        infos = socket.getaddrinfo(
+            host, port, family=socket.AF_UNSPEC, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise bind_error(exc, host, port, port_key=port_key, host_key=host_key) from None
+    sockets: list[socket.socket] = []
+    seen: set[tuple[int, object]] = set()
+    try:
+        for family, kind, proto, _, address in infos:
+            if (family, address) in seen:
+                continue
+            seen.add((family, address))
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+    except OSError as exc:
+        for sock in sockets:
+            sock.close()
+        raise bind_error(exc, host, port, port_key=port_key, host_key=host_key) from None
+    return sockets
+
+
 async def serve(
     app: web.Application,
     host: str,
@@ -104,17 +170,26 @@ async def serve(
     *,
     until: Callable[[], Awaitable[None]],
     on_listening: Callable[[], None] = lambda: None,
+    sockets: list[socket.socket] | None = None,
 ) -> None:
     """Serve ``app`` on ``host:port`` until ``until()`` returns, then stop it cleanly.
 
-    Raises :class:`OSError` when the port cannot be bound, and whatever the app's start-up
-    raises (:class:`~tokensvc.errors.TokensvcError`).
+    The port is bound first (or ``sockets`` from :func:`bind_listeners` are used), before the
+    app's start-up runs its migrations. Raises :class:`ConfigError` when the port cannot be
+    bound, and whatever the app's start-up raises (:class:`~tokensvc.errors.TokensvcError`).
     """
+    if sockets is None:
+        sockets = bind_listeners(host, port)
     runner = TokensvcRunner(app, access_log_class=AccessLogger)
-    await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
-        on_listening()
-        await until()
+        await runner.setup()
+        try:
+            for sock in sockets:
+                await web.SockSite(runner, sock).start()
+            on_listening()
+            await until()
+        finally:
+            await runner.cleanup()
     finally:
-        await runner.cleanup()
+        for sock in sockets:
+            sock.close()
