@@ -22,7 +22,7 @@ import secrets
 import shlex
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from tokensvc import __version__
@@ -82,7 +82,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 host,
                 port,
                 sockets=sockets,
-                until=_log_signal(settings),
+                until=_until_signal_logged,
                 on_listening=lambda: log.info("%s", start_line(app, settings, started)),
             )
         finally:
@@ -120,24 +120,26 @@ def start_line(app: web.Application, settings: Settings, started: float) -> str:
     return (
         f"tokensvc {__version__} listening on http://{settings.server.host}:"
         f"{settings.server.port}, database {settings.database.masked_url}, "
-        f"{len(settings.clients)} clients; {len(apps)} apps: " + ", ".join(apps or ["none"])
+        f"{_count(len(settings.clients), 'client')}; {_count(len(apps), 'app')}: "
+        + ", ".join(apps or ["none"])
     )
 
 
-def _log_signal(settings: Settings) -> Callable[[], Awaitable[None]]:
-    async def until() -> None:
-        name = await _wait_for_signal()
-        log.info(
-            "%s received: stopping (refreshes under way get up to %g s, then the database closes)",
-            name,
-            settings.wechat.timeout + 1,
-        )
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
-    return until
+
+async def _until_signal_logged() -> None:
+    name = await _wait_for_signal()
+    log.info(
+        "%s received: stopping (refreshes under way finish first, then the database closes)", name
+    )
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     """Validate a config file and summarise it (no secret is printed)."""
+    from tokensvc.store.filelock import sqlite_file
+
     settings = load_settings(_config_path(args))
     for warning in settings.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -146,7 +148,12 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         f"admin key {'set' if settings.admin.key_sha256 else 'not set (operator endpoints off)'}"
     )
     print(f"  server {settings.server.host}:{settings.server.port}")
-    print(f"  database {settings.database.masked_url}")
+    database = settings.database
+    path = sqlite_file(database.url)
+    where = f" (file {path}, created at start)" if path and not path.exists() else ""
+    where = f" (file {path})" if path and path.exists() else where
+    schema = "migrated at start" if database.auto_migrate else "run `tokensvc migrate` first"
+    print(f"  database {database.masked_url}{where}; schema {schema}")
     for app in settings.apps:
         print(
             f"  app {app.appid} ({app.name}): {app.kind}, {app.token_api} token, "

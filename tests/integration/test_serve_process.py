@@ -184,6 +184,7 @@ def test_migrate_creates_the_schema(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "m.db") as db:
         tables = {row[0] for row in db.execute("select name from sqlite_master where type='table'")}
     assert {"app_tokens", "alembic_version"} <= tables
+    assert (tmp_path / "m.db").stat().st_mode & 0o777 == 0o600  # it will hold live tokens
 
 
 async def start_and_read(
@@ -309,7 +310,7 @@ async def test_serve_logs_what_it_serves_at_start_and_a_line_at_shutdown(
     ) in first
     assert first.rstrip().endswith("INFO tokensvc: tokensvc stopped")
     assert (
-        "INFO tokensvc: SIGTERM received: stopping (refreshes under way get up to 3 s, then the "
+        "INFO tokensvc: SIGTERM received: stopping (refreshes under way finish first, then the "
         "database closes)"
     ) in first
 

@@ -164,6 +164,26 @@ async def test_auto_migrate_false_on_a_new_database_says_to_run_migrate(tmp_path
     )
 
 
+async def test_migrate_waits_for_the_server_using_a_sqlite_database_to_stop(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    path = config(tmp_path, sqlite(tmp_path / "tokensvc.db"), port=port)
+    replica = Replica("serve", path, port, tmp_path)
+    await replica.start()
+    try:
+        done = tokensvc("migrate", "--config", str(path))
+        assert done.returncode == 1 and "Traceback" not in done.stderr
+        assert done.stderr.splitlines()[-1] == (
+            f"tokensvc: the SQLite database {tmp_path / 'tokensvc.db'} is in use by a running "
+            "tokensvc: stop it before migrating (serve migrates at start unless auto_migrate = "
+            "false)"
+        )
+    finally:
+        await replica.stop()
+    assert tokensvc("migrate", "--config", str(path)).returncode == 0
+
+
 def test_a_file_that_is_not_a_sqlite_database(tmp_path: Path) -> None:
     not_a_database = tmp_path / "config.toml.db"
     not_a_database.write_text("[server]\n")
@@ -231,6 +251,10 @@ def test_check_config_takes_config_like_the_other_commands_and_warns_about_a_sha
             f"run: chmod 600 {secret}"
         ]
         assert "config OK: 2 apps, 2 clients, admin key set" in done.stdout
+        assert (
+            f"  database {sqlite(tmp_path / 't.db')} (file {tmp_path / 't.db'}, created at "
+            "start); schema migrated at start\n"
+        ) in done.stdout
         assert "classic-secret-from-a-file" not in done.stdout + done.stderr
     done = tokensvc("check-config", env={"TOKENSVC_CONFIG": str(path)})
     assert done.returncode == 0, done.stderr
