@@ -195,6 +195,11 @@ class Formatter:
             return moment.strftime("%H:%M:%S")
         return moment.strftime("%b %d %H:%M:%S").replace(" 0", " ", 1)
 
+    def slot(self, start: float) -> str:
+        """A strip slot: ``16:30–17:00`` (UTC), with the date when it is not today's."""
+        end = datetime.fromtimestamp(start + STRIP_SLOT_SECONDS, UTC).strftime("%H:%M")
+        return f"{self.time(start)[:-3]}–{end}"
+
     def span(self, first: float, last: float) -> str:
         """``14:54:32–14:54:43`` (one time when they are the same second)."""
         a, b = self.time(first), self.time(last)
