@@ -39,6 +39,7 @@ from tokensvc.store.migrate import upgrade_to_head
 from tokensvc.store.repo import TokenStore, make_engine
 from tokensvc.tokens.values import RefreshAttempt, TokenState, Trigger
 from tokensvc.web.keys import EVENTS
+from tokensvc.web.status import Formatter, duration
 from tokensvc.wechat.fake import FakeWechat
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -583,3 +584,19 @@ async def test_event_filters_and_the_day_strip_counts(tmp_path: Any) -> None:
         assert [e.appid for e in await events.latest(10, outcome="unchanged")] == ["wx2"]
     finally:
         await engine.dispose()
+
+
+def test_the_page_says_times_in_utc_with_the_date_only_for_other_days() -> None:
+    now = datetime(2026, 11, 5, 14, 55, 0, tzinfo=UTC).timestamp()
+    fmt = Formatter(now)
+    assert fmt.time(now - 28) == "14:54:32"
+    assert fmt.span(now - 28, now - 17) == "14:54:32–14:54:43"
+    assert fmt.span(now - 28, now - 28) == "14:54:32"
+    yesterday = now - 86400
+    assert fmt.span(yesterday - 28, yesterday - 17) == "Nov 04 14:54:32–14:54:43"
+    assert fmt.span(yesterday, now) == "Nov 04 14:55:00–14:55:00"
+    assert fmt.until(now + 28) == "in 28 s" and fmt.until(now - 3) == "now"
+    assert fmt.until(now + 242) == "in 4 min 2 s" and fmt.until(now + 6600) == "in 1 h 50 min"
+    assert fmt.slot(now - 1500) == "14:30–15:00"
+    assert duration(300) == "5 minutes" and duration(5) == "5 seconds" and duration(1) == "1 second"
+    assert duration(31) == "31 seconds" and duration(7200) == "2 hours"

@@ -189,11 +189,11 @@ class Formatter:
         return rfc3339(at) or ""
 
     def time(self, at: float) -> str:
-        """``14:54:32``, or ``Nov 20 14:54:32`` on another day (UTC)."""
+        """``14:54:32``, or ``Nov 05 14:54:32`` on another day (UTC)."""
         moment = datetime.fromtimestamp(at, UTC)
         if moment.date() == self._today:
             return moment.strftime("%H:%M:%S")
-        return moment.strftime("%b %d %H:%M:%S").replace(" 0", " ", 1)
+        return moment.strftime("%b %d %H:%M:%S")
 
     def slot(self, start: float) -> str:
         """A strip slot: ``16:30–17:00`` (UTC), with the date when it is not today's."""
