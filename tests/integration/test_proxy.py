@@ -283,7 +283,7 @@ async def test_passthrough_allow_list(fake: FakeWechat, service: TestClient[Any,
         assert response.status == 403, path
         assert (await response.json())["error"] == "path_not_allowed"
     response = await service.get(
-        "/v1/apps/wxclassic0000000%31/wechat/cgi-bin%2Fuser%2finfo?openid=o-2", headers=AUTH
+        f"/v1/apps/{CLASSIC_APPID[:-1]}%31/wechat/cgi-bin%2Fuser%2finfo?openid=o-2", headers=AUTH
     )
     assert response.status == 200 and (await response.json())["openid"] == "o-2"
     for path in ("cgi-bin//token", "cgi-bin/user/", "cgi-bin/user/info%3Fx"):
