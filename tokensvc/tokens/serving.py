@@ -76,6 +76,8 @@ class TokenServing:
         self._not_before = 0.0
         self._valid_probe: tuple[str, float] | None = None
         self._store_reachable = True
+        self._memo: tuple[float, float, tuple[object, ...], ServedToken] | None = None
+        """:meth:`current`'s last answer: (from, until, its inputs, the token)."""
         self._started = False
         self._has_token = asyncio.Event()
         self._changed = asyncio.Event()
@@ -204,8 +206,20 @@ class TokenServing:
         Raises :class:`TokenUnavailable` (with the last errcode and the next attempt) when there
         is no token, it has less than :data:`MIN_SERVE_SECONDS` left, or WeChat proved it dead:
         such a token is never served.
+
+        Asked on every ``GET /token``, so the answer is remembered until the instant it would
+        change (the next second of ``expires_in``, the next refresh) or any state it depends on
+        changes (:meth:`_serving_inputs`): the same answer as computing it afresh, at a fraction
+        of the cost.
         """
-        return self._served_or_raise(self._record)
+        memo = self._memo
+        if memo is not None:
+            now = self._clock.now()
+            if memo[0] <= now < memo[1] and memo[2] == self._serving_inputs():
+                return memo[3]
+        served = self._served_or_raise(self._record)
+        self._memo = self._memo_for(served)
+        return served
 
     async def current_or_wait(self, wait: float) -> ServedToken:
         """:meth:`current`, but when the token was proven dead and its replacement is under way
@@ -321,3 +335,46 @@ class TokenServing:
         if served is None:
             raise self._unavailable()
         return served
+
+    def _serving_inputs(self) -> tuple[object, ...]:
+        """Everything :meth:`_serve` reads besides the clock and the configuration: a state
+        that reads it must be listed here, or :meth:`current` would answer from stale memory."""
+        return (
+            self._record,
+            self._store_reachable,
+            self._proven_dead,
+            self._not_before,
+            self._local_failures,
+            self._local_retry_at,
+        )
+
+    def _memo_for(
+        self, served: ServedToken
+    ) -> tuple[float, float, tuple[object, ...], ServedToken] | None:
+        """How long ``served`` stays :meth:`_serve`'s exact answer while the inputs stay: until
+        ``expires_in`` would drop a second or the token would stop being served, and, with the
+        database reachable, until the next refresh is due (after it, the usable time moves with
+        the clock). None when no such interval is known (a refresh overdue)."""
+        record = self._record
+        now = self._clock.now()
+        next_refresh = self.next_refresh_at(record)
+        if self._store_reachable and now >= next_refresh:
+            return None
+        window = self._wechat.rotation_window
+        until = schedule.usable_until(
+            record,
+            now=now,
+            token_api=self.app.token_api,
+            planned_refresh_at=self.planned_refresh_at(record),
+            next_refresh_at=next_refresh,
+            rotation_window=window,
+            store_reachable=self._store_reachable,
+        )
+        if schedule.caller_expires_in(until, now=now, rotation_window=window) != served.expires_in:
+            return None  # a second boundary passed since it was computed
+        horizon = min(
+            until - schedule.serve_safety(window) - served.expires_in,
+            until - MIN_SERVE_SECONDS,
+            next_refresh if self._store_reachable else math.inf,
+        )
+        return (now, horizon - 0.001, self._serving_inputs(), served)
