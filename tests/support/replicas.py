@@ -1,4 +1,8 @@
-"""Real ``tokensvc serve`` processes for multi-replica tests; output goes to a log file each."""
+"""Real ``tokensvc serve`` processes for multi-replica tests; output goes to a log file each.
+
+Also what the tests see of the replicas' listening connections (``LISTEN`` for token changes)
+from the database's side.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,40 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import asyncpg
 
 from tests.support.config import SECRET_ENV
+from tokensvc.store.notify import APPLICATION_NAME
+
+_LISTENERS = (
+    "SELECT pid FROM pg_stat_activity WHERE application_name = $1 AND datname = current_database()"
+)
+
+
+async def _connect(database_url: str) -> asyncpg.Connection:
+    return await asyncpg.connect(database_url.replace("postgresql+asyncpg://", "postgresql://"))
+
+
+async def listener_pids(database_url: str) -> list[int]:
+    """The server pids of the replicas' listening connections to this database."""
+    conn = await _connect(database_url)
+    try:
+        return [row["pid"] for row in await conn.fetch(_LISTENERS, APPLICATION_NAME)]
+    finally:
+        await conn.close()
+
+
+async def kill_listeners(database_url: str) -> int:
+    """``pg_terminate_backend`` every listening connection, from a separate connection, as an
+    operator or a failover would; how many were killed."""
+    conn = await _connect(database_url)
+    try:
+        pids = [row["pid"] for row in await conn.fetch(_LISTENERS, APPLICATION_NAME)]
+        for pid in pids:
+            await conn.execute("SELECT pg_terminate_backend($1)", pid)
+        return len(pids)
+    finally:
+        await conn.close()
 
 
 class Replica:
@@ -22,6 +58,10 @@ class Replica:
         self.url = f"http://127.0.0.1:{port}"
         self.log_path = log_dir / f"{name}.log"
         self.process: asyncio.subprocess.Process | None = None
+
+    def log_text(self) -> str:
+        """Everything the process logged so far."""
+        return self.log_path.read_text() if self.log_path.exists() else ""
 
     @property
     def alive(self) -> bool:

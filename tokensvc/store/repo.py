@@ -5,6 +5,10 @@ app's row lock (``SELECT ... FOR UPDATE``) for the whole refresh, so replicas qu
 re-read what the winner wrote. On SQLite, where one process owns the file (see
 :mod:`tokensvc.store.filelock`), the caller's in-process lock does that job and reads and writes
 are short transactions, so no write lock is held while WeChat answers.
+
+On PostgreSQL every write also sends ``pg_notify(NOTIFY_CHANNEL, appid)`` in the same
+transaction: the replicas listening (:mod:`tokensvc.store.notify`) hear of a new token or a dead
+mark when it commits.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import logging
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, cast
 
-from sqlalchemy import Table, event, insert, select, update
+from sqlalchemy import Table, event, func, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -25,6 +29,9 @@ from tokensvc.tokens.record import ErrorInfo, TokenRecord
 log = logging.getLogger(__name__)
 
 _T = cast(Table, AppToken.__table__)
+
+NOTIFY_CHANNEL = "tokensvc_app_tokens"
+"""The channel every write of an app's row notifies (PostgreSQL); the payload is the appid."""
 
 
 def make_engine(url: str) -> AsyncEngine:
@@ -43,7 +50,8 @@ def make_engine(url: str) -> AsyncEngine:
     return create_async_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
-def _to_record(row: Any) -> TokenRecord:
+def record_from_row(row: Any) -> TokenRecord:
+    """The record of an ``app_tokens`` row (any object with the columns as attributes)."""
     error = None
     if row.last_error_at is not None:
         error = ErrorInfo(row.last_errcode, row.last_errmsg or "", row.last_rid, row.last_error_at)
@@ -107,7 +115,11 @@ class LockedRow:
         self.record = record
 
     async def save(self, record: TokenRecord) -> bool:
-        """Write ``record`` if the row still has the version that was read; False if not."""
+        """Write ``record`` if the row still has the version that was read; False if not.
+
+        On PostgreSQL a write also sends ``pg_notify(NOTIFY_CHANNEL, appid)`` in the row lock's
+        transaction: the listening replicas hear of it when it commits, not if it rolls back.
+        """
         stmt = (
             update(_T)
             .where(_T.c.appid == record.appid, _T.c.version == self.record.version)
@@ -115,6 +127,8 @@ class LockedRow:
         )
         if self._conn is not None:
             result = await self._conn.execute(stmt)
+            if result.rowcount == 1:
+                await self._conn.execute(select(func.pg_notify(NOTIFY_CHANNEL, record.appid)))
         else:
             async with self._store.begin() as conn:
                 result = await conn.execute(stmt)
@@ -169,7 +183,7 @@ class TokenStore:
         """Every app's record, by appid."""
         async with self.begin() as conn:
             rows = (await conn.execute(select(_T))).all()
-        return {row.appid: _to_record(row) for row in rows}
+        return {row.appid: record_from_row(row) for row in rows}
 
     async def ping(self) -> None:
         """A trivial query; raises :class:`StoreUnavailable` when the database does not answer."""
@@ -187,8 +201,8 @@ class TokenStore:
         if self.holds_row_locks:
             async with self.begin() as conn:
                 row = (await conn.execute(query.with_for_update())).one()
-                yield LockedRow(self, conn, _to_record(row))
+                yield LockedRow(self, conn, record_from_row(row))
         else:
             async with self.begin() as conn:
                 row = (await conn.execute(query)).one()
-            yield LockedRow(self, None, _to_record(row))
+            yield LockedRow(self, None, record_from_row(row))

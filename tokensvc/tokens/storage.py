@@ -1,8 +1,9 @@
-"""The storage a TokenManager needs, as a protocol: ``store/`` implements it, ``tokens/`` never
-imports ``store/``."""
+"""The storage a TokenManager needs, and what the replica sync reads and listens to, as
+protocols: ``store/`` implements them, ``tokens/`` never imports ``store/``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
@@ -28,4 +29,33 @@ class TokenStorage(Protocol):
 
     async def load_all(self) -> dict[str, TokenRecord]:
         """Every app's record, by appid."""
+        ...
+
+
+class ChangeFeed(Protocol):
+    """Names each app whose record a replica (this one included) committed, as it commits.
+
+    ``where`` names the database for log lines (its URL with the password masked).
+    """
+
+    where: str
+
+    async def listen(
+        self, on_change: Callable[[str], None], on_lost: Callable[[str], None]
+    ) -> None:
+        """Start: ``on_change(appid)`` per committed write, ``on_lost(reason)`` once if the
+        feed ends on its own. Raises ``StoreUnavailable`` when it cannot start."""
+        ...
+
+    async def check(self) -> None:
+        """Raise ``StoreUnavailable`` when the feed no longer works."""
+        ...
+
+    async def read(self, appids: Collection[str]) -> dict[str, TokenRecord]:
+        """The records of ``appids`` (those that exist), by appid, in one read (the quickest
+        way there is while the feed works). Raises ``StoreUnavailable``."""
+        ...
+
+    async def close(self) -> None:
+        """Stop (``on_lost`` is not called); never raises."""
         ...

@@ -2,7 +2,7 @@
 
 Every resource is a ``cleanup_ctx`` generator (create, yield, dispose), in order: the database
 (process lock, migrations, rows), the WeChat client session, the TokenManagers (loaded from the
-database), the replica sync poller and the refresh scheduler.
+database), the replica sync and the refresh scheduler.
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ from tokensvc.status import PassiveTally
 from tokensvc.store.events import EventLog
 from tokensvc.store.filelock import exclusive_database, make_private, sqlite_file
 from tokensvc.store.migrate import upgrade_to_head
+from tokensvc.store.notify import TokenChangeListener
 from tokensvc.store.repo import TokenStore, make_engine
 from tokensvc.tokens.manager import TokenManager
-from tokensvc.tokens.scheduler import RefreshScheduler, sync_from_database
+from tokensvc.tokens.scheduler import RefreshScheduler, ReplicaSync
 from tokensvc.web import api, facade, health, openapi, proxy, status
 from tokensvc.web.auth import Authenticator
 from tokensvc.web.errors import error_middleware
@@ -176,13 +177,20 @@ async def _managers(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _sync(app: web.Application) -> AsyncIterator[None]:
+    """PostgreSQL: other replicas' writes reach the managers as they commit (LISTEN/NOTIFY),
+    or every ``[refresh] sync_interval`` seconds while the listening connection is down."""
     settings = app[SETTINGS]
     if settings.database.is_sqlite:  # one process owns the file: nothing to learn from it
         yield
         return
-    task = asyncio.create_task(
-        sync_from_database(app[STORE], app[MANAGERS], settings.refresh.sync_interval)
+    store = app[STORE]
+    sync = ReplicaSync(
+        store,
+        TokenChangeListener(store.engine),
+        app[MANAGERS],
+        interval=settings.refresh.sync_interval,
     )
+    task = asyncio.create_task(sync.run())
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
