@@ -9,6 +9,7 @@ the ``[proxy] allow`` prefix a passthrough path matched (``/cgi-bin/user/``), or
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -21,6 +22,9 @@ from tokensvc.tokens.values import UPSTREAM_OUTCOMES, RefreshAttempt
 from tokensvc.wechat.client import CLASSIC_TOKEN_API, PROBE_API, STABLE_TOKEN_API
 from tokensvc.wechat.messages import MESSAGE_ROUTES
 
+if TYPE_CHECKING:
+    from tokensvc.quota import QuotaReading
+
 OTHER_API = "other"
 """The ``api`` label of a WeChat path outside every known API and allow-list prefix."""
 
@@ -31,6 +35,30 @@ _KNOWN_APIS = frozenset(
 )
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class _QuotaCollector(Collector):
+    """Reads the quota watcher at scrape time: WeChat's remaining calls and limit per API."""
+
+    def __init__(self, readings: Callable[[], Iterable[QuotaReading]]) -> None:
+        self._readings = readings
+
+    def collect(self) -> Iterable[Metric]:
+        """One sample per app and API read so far today."""
+        remaining = GaugeMetricFamily(
+            "tokensvc_wechat_quota_remaining",
+            "Calls of this API WeChat still allows the app today (quota/get).",
+            labels=["appid", "api"],
+        )
+        limit = GaugeMetricFamily(
+            "tokensvc_wechat_quota_limit",
+            "The app's daily limit of this API (quota/get).",
+            labels=["appid", "api"],
+        )
+        for reading in self._readings():
+            remaining.add_metric([reading.appid, reading.api], reading.remain)
+            limit.add_metric([reading.appid, reading.api], reading.daily_limit)
+        return [remaining, limit]
 
 
 class _TokenCollector(Collector):
@@ -121,6 +149,11 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+
+    def watch_quota(self, readings: Callable[[], Iterable[QuotaReading]]) -> None:
+        """Export WeChat's daily quotas as read by the quota watcher, at scrape time:
+        ``tokensvc_wechat_quota_remaining{appid,api}`` and ``tokensvc_wechat_quota_limit``."""
+        self.registry.register(_QuotaCollector(readings))
 
     def watch_tokens(self, managers: Callable[[], Mapping[str, TokenManager]]) -> None:
         """Export per-app token gauges, read from the managers at scrape time."""

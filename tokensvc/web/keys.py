@@ -9,6 +9,7 @@ from aiohttp import web
 from tokensvc.clock import Clock
 from tokensvc.config import Settings
 from tokensvc.metrics import Metrics
+from tokensvc.quota import QuotaWatcher
 from tokensvc.sender import Sender
 from tokensvc.status import PassiveTally
 from tokensvc.store.events import EventLog
@@ -27,3 +28,4 @@ METRICS = web.AppKey("metrics", Metrics)
 SENDER = web.AppKey("sender", Sender)
 EVENTS = web.AppKey("events", EventLog)
 PASSIVE_TALLY = web.AppKey("passive_tally", PassiveTally)
+QUOTA = web.AppKey("quota", QuotaWatcher)

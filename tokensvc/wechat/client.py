@@ -34,12 +34,23 @@ log = logging.getLogger(__name__)
 CLASSIC_TOKEN_API = "/cgi-bin/token"
 STABLE_TOKEN_API = "/cgi-bin/stable_token"
 PROBE_API = "/cgi-bin/getcallbackip"
+QUOTA_API = "/cgi-bin/openapi/quota/get"
+"""Daily quota of one API: https://developers.weixin.qq.com/doc/oplatform/Third-party_Platforms/2.0/api/openApi/get_api_quota.html"""
 MAX_TOKEN_LENGTH = 2048
 DEFAULT_MAX_ANSWER_BYTES = 1 << 20
 
 UpstreamObserver = Callable[[str, str, float], None]
 """Called after every upstream request with (api, outcome, seconds); outcome is the errcode as a
 string ("0" for success) or one of "timeout", "unavailable", "bad_response"."""
+
+
+@dataclass(frozen=True)
+class ApiQuota:
+    """WeChat's count for one API today (China time): ``daily_limit``, ``used``, ``remain``."""
+
+    daily_limit: int
+    used: int
+    remain: int
 
 
 @dataclass(frozen=True)
@@ -112,6 +123,28 @@ class WechatClient:
                 return False
             raise
         return True
+
+    async def quota(self, access_token: str, cgi_path: str) -> ApiQuota:
+        """``POST /cgi-bin/openapi/quota/get {"cgi_path"}``: today's quota of ``cgi_path``
+        (``/cgi-bin/token``) for the app whose token this is (docs/wechat.md#quota-tools).
+
+        Raises :class:`WechatAPIError` (76021 unknown path, 76022 not queryable: ``sns/`` paths
+        and other accounts' APIs; token errors) and what :meth:`call` raises;
+        :class:`UpstreamBadResponse` when ``quota`` lacks its integer fields.
+        """
+        answer = await self.call(
+            "POST",
+            QUOTA_API,
+            params={"access_token": access_token},
+            json_body={"cgi_path": cgi_path},
+        )
+        quota = answer.get("quota")
+        fields = ("daily_limit", "used", "remain")
+        if not isinstance(quota, dict) or not all(
+            isinstance(quota.get(f), int) and not isinstance(quota.get(f), bool) for f in fields
+        ):
+            raise UpstreamBadResponse(QUOTA_API, "quota lacks daily_limit/used/remain")
+        return ApiQuota(quota["daily_limit"], quota["used"], quota["remain"])
 
     async def call(
         self,

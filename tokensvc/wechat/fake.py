@@ -1,7 +1,8 @@
 """The WeChat simulator: a real aiohttp server with WeChat's documented token semantics.
 
-Used by ``tokensvc demo``, ``tokensvc fake-wechat`` and the tests. What it models
-(see ``docs/wechat.md#how-the-simulator-differs-from-wechat`` and the access_token / stable_token doc pages):
+Used by ``tokensvc demo``, ``tokensvc fake-wechat`` and the tests. What it models (see the
+access_token / stable_token doc pages; ``docs/wechat.md#how-the-simulator-differs-from-wechat``
+says where it is simpler than WeChat):
 
 - ``GET /cgi-bin/token``: every call issues a new token; the previous one of that chain stays
   valid for ``rotation_window`` seconds (or until it expires, if sooner).
@@ -12,7 +13,10 @@ Used by ``tokensvc demo``, ``tokensvc fake-wechat`` and the tests. What it model
 - The classic and stable chains are isolated: one never invalidates the other.
 - APIs that take ``access_token`` answer 41001 (missing), 40001 (unknown, revoked or superseded)
   or 42001 (expired). Wrong appid: 40013; wrong secret: 40001 (classic), 40125 (stable).
-  Daily quota per API and appid: 45009.
+  Daily quota per API and appid: 45009 on the token APIs; ``/cgi-bin/openapi/quota/get``
+  reports today's count of each API it serves (token calls, accepted business calls).
+- Logins: ``/sns/jscode2session`` and web login (``/sns/oauth2/access_token``,
+  ``refresh_token``, ``/sns/userinfo``, ``/sns/auth``) with codes registered by the tests.
 - Test controls: lifetimes, fault injection per API, revocation, call counters; also over HTTP
   under ``/_sim/`` for the demo.
 """
@@ -231,6 +235,7 @@ class FakeWechat:
         app.router.add_get("/cgi-bin/user/info", self._business_api)
         app.router.add_get("/cgi-bin/media/get", self._business_api)
         app.router.add_post("/wxa/getwxacode", self._business_api)
+        app.router.add_post("/cgi-bin/openapi/quota/get", self._quota_get)
         app.router.add_get("/sns/jscode2session", self._jscode2session)
         app.router.add_get("/sns/oauth2/access_token", self._oauth2_access_token)
         app.router.add_get("/sns/oauth2/refresh_token", self._oauth2_refresh_token)
@@ -380,6 +385,40 @@ class FakeWechat:
                 return self._grant(current)
         return self._grant(self._issue(appid, "stable"))
 
+    def quota_used(self, api: str, appid: str) -> int:
+        """Calls of ``api`` by ``appid`` today (China time), as ``quota/get`` reports them."""
+        return self._quota_used[(api, appid, self._day())]
+
+    async def _quota_get(self, request: web.Request) -> web.StreamResponse:
+        """``quota/get``: today's count of the token APIs (the calls it served, refused ones
+        over the limit included) and of the business APIs it accepted; 76021 for a path it does
+        not serve, 76022 for ``sns/``."""
+        api = "/cgi-bin/openapi/quota/get"
+        token = request.query.get("access_token")
+        appid = self.tokens[token].appid if token in self.tokens else ""
+        fault = await self._enter(api, appid, request)
+        if fault is not None:
+            return fault
+        errcode = self.check(token)
+        if errcode:
+            return self._error(errcode, _TOKEN_ERRMSG[errcode])
+        try:
+            body = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            body = None
+        path = body.get("cgi_path") if isinstance(body, dict) else None
+        if not isinstance(path, str) or not path.startswith("/"):
+            return self._error(76003, "invalid cgi_path")
+        if path.startswith("/sns/"):
+            return self._error(76022, "could not use this cgi_path,no permission")
+        served = {resource.canonical for resource in request.app.router.resources()}
+        if path not in served or path.startswith("/_sim/"):
+            return self._error(76021, "cgi_path not found, please check")
+        used = self.quota_used(path, appid)
+        limit = self.daily_quota
+        quota = {"daily_limit": limit, "used": used, "remain": max(0, limit - used)}
+        return web.json_response({"errcode": 0, "errmsg": "ok", "quota": quota})
+
     def _day_of(self, epoch: float) -> int:
         return int((epoch + _BEIJING_OFFSET) // 86400)
 
@@ -394,6 +433,7 @@ class FakeWechat:
         errcode = self.check(token)
         if errcode:
             return self._error(errcode, _TOKEN_ERRMSG[errcode])
+        self._quota_used[(api, appid, self._day())] += 1
         body: Any = None
         if request.method == "POST":
             try:

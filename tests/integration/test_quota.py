@@ -1,0 +1,132 @@
+"""WeChat's daily quotas read with ``quota/get`` against the simulator, whose counts are the
+calls it served: the token API and the most forwarded APIs, what a round can afford, the
+warning before 45009, and the metric, ``/v1/status`` and page that show it."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient
+
+from tests.conftest import ADMIN_KEY, AUTH, CLASSIC_APPID, SECRETS, STABLE_APPID
+from tests.support.service import Start, ready
+from tokensvc.quota import QuotaWatcher
+from tokensvc.web.keys import CLIENT, CLOCK, MANAGERS, QUOTA
+from tokensvc.wechat.fake import FakeWechat
+
+QUOTA_API = "/cgi-bin/openapi/quota/get"
+TEMPLATE = {"touser": "o-1", "template_id": "t-1", "data": {"first": {"value": "hi"}}}
+
+
+@pytest.fixture
+async def service(start_service: Start, make_settings: Any) -> TestClient[Any, Any]:
+    return await ready(start_service, make_settings())
+
+
+def watcher_of(service: TestClient[Any, Any]) -> QuotaWatcher:
+    """A watcher on the running service's WeChat client and managers (never started as a loop:
+    the test runs its rounds)."""
+    app = service.server.app
+    return QuotaWatcher(app[CLIENT], app[MANAGERS], app[CLOCK])
+
+
+async def test_quota_readings_match_what_wechat_served(
+    fake: FakeWechat, service: TestClient[Any, Any]
+) -> None:
+    for _ in range(3):
+        response = await service.post(
+            f"/v1/apps/{CLASSIC_APPID}/messages/template", json=TEMPLATE, headers=AUTH
+        )
+        assert (await response.json())["errcode"] == 0
+    watcher = watcher_of(service)
+    for _ in range(3):
+        watcher.note_call(CLASSIC_APPID, "/cgi-bin/message/template/send")
+    watcher.note_call(CLASSIC_APPID, "/sns/jscode2session")  # WeChat will not report sns/
+
+    manager = service.server.app[MANAGERS][CLASSIC_APPID]
+    await watcher.check(manager)
+    readings = {r.api: r for r in watcher.readings(CLASSIC_APPID)}
+    assert readings["/cgi-bin/token"].used == fake.token_calls(CLASSIC_APPID) >= 1
+    assert readings["/cgi-bin/token"].daily_limit == 2000 and not readings["/cgi-bin/token"].low
+    assert readings["/cgi-bin/message/template/send"].used == 3
+    assert "/sns/jscode2session" not in readings
+    assert readings["/cgi-bin/token"].as_json()["remain"] == 2000 - fake.token_calls(CLASSIC_APPID)
+
+    # 76022 is remembered for the day: the next round asks for the other two only
+    asked = fake.count(QUOTA_API)
+    await watcher.check(manager)
+    assert fake.count(QUOTA_API) == asked + 2
+
+    stable = service.server.app[MANAGERS][STABLE_APPID]
+    await watcher.check(stable)
+    assert [r.api for r in watcher.readings(STABLE_APPID)] == ["/cgi-bin/stable_token"]
+
+
+async def test_low_quota_warns_once_and_quota_get_over_quota_stops_reading(
+    fake: FakeWechat,
+    fake_url: str,
+    service: TestClient[Any, Any],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fake.daily_quota = 20
+    body = {"grant_type": "client_credential", "appid": STABLE_APPID}
+    body["secret"] = SECRETS[STABLE_APPID]
+    async with aiohttp.ClientSession() as session:  # another system spends the quota
+        while fake.token_calls(STABLE_APPID) < 19:
+            async with session.post(f"{fake_url}/cgi-bin/stable_token", json=body) as answer:
+                assert "access_token" in await answer.json()
+    watcher = watcher_of(service)
+    manager = service.server.app[MANAGERS][STABLE_APPID]
+    with caplog.at_level(logging.WARNING, logger="tokensvc.quota"):
+        await watcher.check(manager)
+        await watcher.check(manager)
+    (reading,) = watcher.readings(STABLE_APPID)
+    assert reading.low and reading.remain == 1 and reading.used == 19
+    logged = [record.getMessage() for record in caplog.records]
+    warnings = [line for line in logged if "quota of /cgi-bin/stable_token is low" in line]
+    assert len(warnings) == 1 and "1 of 20 left" in warnings[0]
+    assert SECRETS[STABLE_APPID] not in caplog.text
+
+    fake.inject(QUOTA_API, "quota")
+    await watcher.check(manager)  # 45009 from quota/get itself
+    asked = fake.count(QUOTA_API)
+    await watcher.check(manager)
+    assert fake.count(QUOTA_API) == asked  # nothing more until midnight China time
+
+
+async def test_an_app_without_a_valid_token_is_not_read(
+    fake: FakeWechat, start_service: Start, make_settings: Any
+) -> None:
+    fake.apps[STABLE_APPID] = "rotated-secret"
+    service = await start_service(make_settings())
+    watcher = watcher_of(service)
+    await watcher.check(service.server.app[MANAGERS][STABLE_APPID])
+    assert fake.count(QUOTA_API) == 0 and watcher.readings(STABLE_APPID) == []
+
+
+async def test_the_running_service_exports_its_readings(
+    fake: FakeWechat, service: TestClient[Any, Any]
+) -> None:
+    app = service.server.app
+    watcher = app[QUOTA]
+    assert watcher.interval == 600 and watcher.first_delay == 30  # the shipped defaults
+    response = await service.post(
+        f"/v1/apps/{CLASSIC_APPID}/messages/template", json=TEMPLATE, headers=AUTH
+    )
+    assert (await response.json())["errcode"] == 0
+    manager = app[MANAGERS][CLASSIC_APPID]
+    assert watcher.apis(manager) == ["/cgi-bin/token", "/cgi-bin/message/template/send"]
+    await watcher.check(manager)  # the round the loop runs every 10 minutes
+    metrics = await (
+        await service.get("/metrics", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+    ).text()
+    remain = 2000 - fake.token_calls(CLASSIC_APPID)
+    line = f'tokensvc_wechat_quota_remaining{{api="/cgi-bin/token",appid="{CLASSIC_APPID}"}}'
+    assert f"{line} {remain}.0" in metrics
+    assert (
+        "tokensvc_wechat_quota_limit{"
+        f'api="/cgi-bin/message/template/send",appid="{CLASSIC_APPID}"}} 2000.0'
+    ) in metrics

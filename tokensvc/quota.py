@@ -1,0 +1,191 @@
+"""WeChat's daily quotas in view: read with ``quota/get``, shown, exported, warned about.
+
+Every app has a daily quota per API (2,000 token calls a day for official accounts; 45009 once
+it is spent, until midnight China time). :class:`QuotaWatcher` reads WeChat's own count with
+``POST /cgi-bin/openapi/quota/get`` (docs/wechat.md#quota-tools), per app, for the app's token
+API and the APIs tokensvc forwarded most for it (at most :data:`MAX_APIS` in all), and only
+when it can afford to:
+
+- only with the app's current token (it never fetches a token to read a quota);
+- each app at most every ``interval`` seconds (default 600);
+- an API WeChat will not report (76021 unknown, 76022 not allowed: ``sns/`` and other accounts'
+  APIs) is not asked again that day, and a 45009 on ``quota/get`` itself stops readings for
+  the app until midnight China time;
+- any other failure (busy, timeout) waits for the next round.
+
+Below :data:`LOW_FRACTION` remaining, a reading is ``low``: the watcher logs one WARNING per
+app, API and day and calls ``on_low`` (the status page and ``/v1/status`` show it, the metric
+``tokensvc_wechat_quota_remaining`` lets an alert fire before 45009 hits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tokensvc.clock import Clock, rfc3339
+from tokensvc.errors import TokensvcError, TokenUnavailable, WechatAPIError
+from tokensvc.tokens.manager import TokenManager
+from tokensvc.tokens.schedule import next_quota_reset
+from tokensvc.wechat.client import CLASSIC_TOKEN_API, STABLE_TOKEN_API, WechatClient
+from tokensvc.wechat.errcodes import DAILY_QUOTA_ERRCODE
+
+log = logging.getLogger(__name__)
+
+LOW_FRACTION = 0.10
+"""A quota with less than this share of its daily limit left is ``low``."""
+MAX_APIS = 4
+"""APIs read per app and round: the token API and the three the proxy called most."""
+NOT_QUERYABLE = frozenset({76021, 76022})
+
+
+@dataclass(frozen=True)
+class QuotaReading:
+    """WeChat's count for one app and API today: ``daily_limit``, ``used``, ``remain`` (calls)
+    as of ``checked_at`` (UTC epoch seconds)."""
+
+    appid: str
+    api: str
+    daily_limit: int
+    used: int
+    remain: int
+    checked_at: float
+
+    @property
+    def low(self) -> bool:
+        """Less than :data:`LOW_FRACTION` of the daily limit is left."""
+        return self.daily_limit > 0 and self.remain < LOW_FRACTION * self.daily_limit
+
+    def as_json(self) -> dict[str, Any]:
+        """``{"api", "daily_limit", "used", "remain", "low", "checked_at"}`` (RFC 3339 UTC)."""
+        return {
+            "api": self.api,
+            "daily_limit": self.daily_limit,
+            "used": self.used,
+            "remain": self.remain,
+            "low": self.low,
+            "checked_at": rfc3339(self.checked_at),
+        }
+
+
+class QuotaWatcher:
+    """Reads and keeps the quotas of every app (module docstring); :meth:`run` is the loop."""
+
+    def __init__(
+        self,
+        client: WechatClient,
+        managers: Mapping[str, TokenManager],
+        clock: Clock,
+        *,
+        interval: float = 600.0,
+        first_delay: float = 30.0,
+        on_reading: Callable[[QuotaReading], None] | None = None,
+    ) -> None:
+        self._client = client
+        self._managers = managers
+        self._clock = clock
+        self.interval = interval
+        self.first_delay = first_delay
+        self._on_reading = on_reading
+        self._calls: dict[str, collections.Counter[str]] = collections.defaultdict(
+            collections.Counter
+        )
+        self._readings: dict[str, dict[str, QuotaReading]] = {}
+        self._skip_until: dict[tuple[str, str], float] = {}  # (appid, api or "") -> epoch
+        self._warned: set[tuple[str, str, float]] = set()
+
+    def note_call(self, appid: str, api: str) -> None:
+        """Count one call tokensvc forwarded for ``appid`` to ``api`` (a WeChat path)."""
+        self._calls[appid][api] += 1
+
+    def readings(self, appid: str) -> list[QuotaReading]:
+        """The app's latest reading per API, the token API first."""
+        return list(self._readings.get(appid, {}).values())
+
+    def all_readings(self) -> list[QuotaReading]:
+        """Every app's latest readings."""
+        return [r for by_api in self._readings.values() for r in by_api.values()]
+
+    def apis(self, manager: TokenManager) -> list[str]:
+        """What a round reads for the app: its token API, then the most forwarded ones."""
+        token_api = CLASSIC_TOKEN_API if manager.app.token_api == "classic" else STABLE_TOKEN_API
+        apis = [token_api]
+        for api, _ in self._calls[manager.appid].most_common():
+            if len(apis) == MAX_APIS:
+                break
+            if api not in apis:
+                apis.append(api)
+        return apis
+
+    async def check(self, manager: TokenManager) -> None:
+        """One round for one app: read what it can afford (module docstring); never raises for
+        a WeChat failure."""
+        appid = manager.appid
+        now = self._clock.now()
+        if self._skip_until.get((appid, ""), 0) > now:
+            return
+        try:
+            access_token = manager.current().access_token
+        except TokenUnavailable:
+            return
+        for api in self.apis(manager):
+            if self._skip_until.get((appid, api), 0) > now:
+                continue
+            try:
+                quota = await self._client.quota(access_token, api)
+            except WechatAPIError as exc:
+                if exc.errcode in NOT_QUERYABLE:
+                    self._skip_until[(appid, api)] = next_quota_reset(now)
+                    continue
+                if exc.errcode == DAILY_QUOTA_ERRCODE:
+                    self._skip_until[(appid, "")] = next_quota_reset(now)
+                    log.warning("app %s: quota/get itself is over quota until midnight", appid)
+                return
+            except TokensvcError as exc:
+                log.info("app %s: quota of %s not read: %s", appid, api, exc)
+                return
+            reading = QuotaReading(
+                appid, api, quota.daily_limit, quota.used, quota.remain, self._clock.now()
+            )
+            self._readings.setdefault(appid, {})[api] = reading
+            self._note(reading)
+
+    async def run(self) -> None:
+        """Read every app's quotas every ``interval`` seconds, apps spread over the interval,
+        the first round ``first_delay`` seconds after start (once tokens are in), until
+        cancelled."""
+        await asyncio.sleep(self.first_delay)
+        while True:
+            managers = list(self._managers.values())
+            pause = self.interval / max(1, len(managers))
+            for manager in managers:
+                try:
+                    await self.check(manager)
+                except Exception:
+                    log.exception("app %s: reading the quota failed unexpectedly", manager.appid)
+                await asyncio.sleep(pause)
+            if not managers:
+                await asyncio.sleep(self.interval)
+
+    def _note(self, reading: QuotaReading) -> None:
+        if self._on_reading is not None:
+            self._on_reading(reading)
+        if not reading.low:
+            return
+        day = next_quota_reset(reading.checked_at)
+        key = (reading.appid, reading.api, day)
+        if key in self._warned:
+            return
+        self._warned.add(key)
+        log.warning(
+            "app %s: WeChat's daily quota of %s is low: %d of %d left (45009 when it runs out; "
+            "it resets at midnight China time)",
+            reading.appid,
+            reading.api,
+            reading.remain,
+            reading.daily_limit,
+        )
