@@ -346,7 +346,12 @@ async def test_status_page_buttons_say_what_the_configuration_does(
 ) -> None:
     settings = make_settings(wechat={"rotation_window": 45}, refresh={"revoke_gap": 40})
     client = await ready(start_service, settings)
-    html = await (await client.get("/status", headers=ADMIN)).text()
+    page = await client.get("/status", headers=ADMIN)
+    csp = page.headers["Content-Security-Policy"]  # strict: own nonce'd code only, no assets
+    assert "default-src 'none'" in csp and "form-action 'self'" in csp and "unsafe" not in csp
+    assert re.search(r"script-src 'nonce-[\w-]{16,}'; style-src 'nonce-[\w-]{16,}';", csp)
+    html = await page.text()
+    assert "style=" not in html and "<script src" not in html and "://" not in html
     rotate = re.search(
         rf'data-action="rotate" data-appid="{CLASSIC_APPID}" data-confirm="([^"]+)"', html
     )
