@@ -21,6 +21,7 @@ from tokensvc.clock import SystemClock
 from tokensvc.config import Settings
 from tokensvc.errors import StoreUnavailable
 from tokensvc.metrics import Metrics
+from tokensvc.quota import QuotaWatcher
 from tokensvc.sender import Sender
 from tokensvc.status import PassiveTally
 from tokensvc.store.events import EventLog
@@ -41,6 +42,7 @@ from tokensvc.web.keys import (
     MANAGERS,
     METRICS,
     PASSIVE_TALLY,
+    QUOTA,
     SENDER,
     SETTINGS,
     STORE,
@@ -65,7 +67,9 @@ def create_app(settings: Settings) -> web.Application:
     app[AUTH] = Authenticator(settings.clients, settings.admin.key_sha256, settings.server)
     app[METRICS] = Metrics(settings.proxy)
     app[PASSIVE_TALLY] = PassiveTally(app[CLOCK])
-    app.cleanup_ctx.extend([_database, _events, _wechat_client, _managers, _sync, _scheduler])
+    app.cleanup_ctx.extend(
+        [_database, _events, _wechat_client, _managers, _quota, _sync, _scheduler]
+    )
     app.add_routes(api.routes)
     app.add_routes(health.routes)
     app.add_routes(openapi.routes)
@@ -148,6 +152,18 @@ async def _wechat_client(app: web.Application) -> AsyncIterator[None]:
         )
         app[SENDER] = Sender(app[CLIENT], token_wait=settings.wechat.timeout)
         yield
+
+
+async def _quota(app: web.Application) -> AsyncIterator[None]:
+    """WeChat's daily quotas, read in the background (:mod:`tokensvc.quota`)."""
+    watcher = QuotaWatcher(app[CLIENT], app[MANAGERS], app[CLOCK])
+    app[QUOTA] = watcher
+    app[METRICS].watch_quota(watcher.all_readings)
+    task = asyncio.create_task(watcher.run())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _managers(app: web.Application) -> AsyncIterator[None]:
