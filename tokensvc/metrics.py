@@ -130,6 +130,7 @@ class Metrics:
             ["appid", "client"],
             registry=r,
         )
+        self._token_children: dict[tuple[str, str], Counter] = {}
         self.passive = Counter(
             "tokensvc_passive_refresh",
             "Passive refresh requests by outcome.",
@@ -149,6 +150,16 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+
+    def token_requests_of(self, appid: str, client: str) -> Counter:
+        """The ``tokensvc_token_requests`` child of ``(appid, client)``, bound on first use and
+        kept: a token answer costs one dict look-up and ``inc()``, not a ``labels()`` call."""
+        child = self._token_children.get((appid, client))
+        if child is None:
+            child = self._token_children[(appid, client)] = self.token_requests.labels(
+                appid, client
+            )
+        return child
 
     def watch_quota(self, readings: Callable[[], Iterable[QuotaReading]]) -> None:
         """Export WeChat's daily quotas as read by the quota watcher, at scrape time:

@@ -61,3 +61,35 @@ async def test_logs_hold_fingerprints_never_secrets_tokens_or_keys(
     for value in [*SECRETS.values(), CLIENT_KEY, LIMITED_KEY, ADMIN_KEY, "not-a-key-123", *tokens]:
         assert value not in text
     assert any(fingerprint(t) in text for t in tokens)  # tokens appear only as fingerprints
+
+
+async def test_token_reads_are_summarised_per_client_and_app_errors_logged_at_once(
+    make_settings: Callable[..., Settings],
+    start_service: Start,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="aiohttp.access")
+    client = await ready(start_service, make_settings())
+    caplog.clear()
+    for _ in range(3):
+        assert (await client.get(f"/v1/apps/{CLASSIC_APPID}/token", headers=AUTH)).status == 200
+    limited = {"Authorization": f"Bearer {LIMITED_KEY}"}
+    assert (await client.get(f"/v1/apps/{STABLE_APPID}/token", headers=limited)).status == 200
+    denied = await client.get(f"/v1/apps/{CLASSIC_APPID}/token", headers=limited)
+    assert denied.status == 403
+    lines = [r.getMessage() for r in caplog.records if r.name == "aiohttp.access"]
+    # a successful read writes no line of its own; a refused one does, at once
+    assert len(lines) == 1
+    assert lines[0].startswith(f"GET /v1/apps/{CLASSIC_APPID}/token 403 client=limited ")
+
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    metrics = await (await client.get("/metrics", headers=admin)).text()
+    counted = f'tokensvc_token_requests_total{{appid="{CLASSIC_APPID}",client="orders"}} '
+    reads = int(float(metrics.split(counted)[1].split()[0]))  # readiness polls, then our 3
+    await client.close()  # shutdown writes the reads counted since the last summary
+    summary = [r.getMessage() for r in caplog.records if "token reads" in r.getMessage()]
+    assert len(summary) == 1, summary
+    assert "(not logged one by one)" in summary[0]
+    assert f"client=limited app={STABLE_APPID} 1 (slowest " in summary[0]
+    assert f"client=orders app={CLASSIC_APPID} {reads} (slowest " in summary[0]
+    assert LIMITED_KEY not in summary[0] and CLIENT_KEY not in summary[0]

@@ -97,7 +97,9 @@ async def test_real_serve_process_serves_valid_tokens(fake: FakeWechat, serve: R
     await serve.stop()
     assert serve.process is not None and serve.process.returncode == 0  # clean SIGTERM shutdown
     output = serve.log_path.read_text()
-    assert "refresh app=" in output and "client=orders" in output
+    assert "refresh app=" in output and "client=orders" in output  # writes: a line each
+    assert "event loop: " in output  # which loop serves (uvloop when installed)
+    assert "token reads in the last" in output  # reads: counted, summarised at shutdown
     for secret in SECRETS.values():
         assert secret not in output
     assert body["access_token"] not in output

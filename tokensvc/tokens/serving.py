@@ -19,6 +19,7 @@ from collections.abc import Callable
 from tokensvc.clock import Clock
 from tokensvc.config import AppConfig, RefreshConfig, WechatConfig
 from tokensvc.errors import TokenUnavailable
+from tokensvc.secret import sha256_hex
 from tokensvc.tokens import policy, schedule
 from tokensvc.tokens.record import TokenRecord
 from tokensvc.tokens.storage import TokenStorage
@@ -84,6 +85,8 @@ class TokenServing:
         self._revoke_task: asyncio.Task[None] | None = None
         self.revoke_second_at: float | None = None
         self.listeners: list[AttemptListener] = []
+        self.issued_tokens: IssuedTokens | None = None
+        """The process's index of issued tokens, once :meth:`IssuedTokens.add` joined it."""
         self.on_due: Callable[[], None] | None = None
         """Called when the token must be replaced before its planned time (the scheduler
         re-arms this app's job)."""
@@ -110,6 +113,8 @@ class TokenServing:
         if (record.last_success_at or 0.0) > (old.last_success_at or 0.0):
             self._local_failures, self._local_retry_at = 0, -math.inf
         self._record = record
+        if self.issued_tokens is not None:
+            self.issued_tokens.note(self, old, record)
         if record.access_token is not None:
             self._has_token.set()
         changed, self._changed = self._changed, asyncio.Event()
@@ -378,3 +383,45 @@ class TokenServing:
             next_refresh if self._store_reachable else math.inf,
         )
         return (now, horizon - 0.001, self._serving_inputs(), served)
+
+
+class IssuedTokens:
+    """Which app issued an access_token, in one dict look-up whatever the number of apps.
+
+    Maps the SHA-256 of each app's current token, and of its previous one, to the app's
+    :class:`TokenServing`; each member keeps its entries current as its record changes
+    (:meth:`TokenServing.adopt`). :meth:`issuer` then asks that one app's
+    :meth:`TokenServing.issued` (current, or previous within the overlap window, compared in
+    constant time), so the rule is the same as asking every app.
+    """
+
+    def __init__(self) -> None:
+        self._by_sha256: dict[str, TokenServing] = {}
+
+    def add(self, serving: TokenServing) -> None:
+        """Index ``serving``'s tokens, now and after every change of its record."""
+        serving.issued_tokens = self
+        self.note(serving, None, serving.record)
+
+    def note(self, serving: TokenServing, old: TokenRecord | None, new: TokenRecord) -> None:
+        """``serving``'s record changed from ``old`` to ``new``: move its entries."""
+        for digest in _digests(old):
+            if self._by_sha256.get(digest) is serving:
+                del self._by_sha256[digest]
+        for digest in _digests(new):
+            self._by_sha256[digest] = serving
+
+    def issuer(self, access_token: str) -> TokenServing | None:
+        """The app that issued ``access_token`` and whose WeChat may still accept it, or None."""
+        serving = self._by_sha256.get(sha256_hex(access_token))
+        return serving if serving is not None and serving.issued(access_token) else None
+
+
+def _digests(record: TokenRecord | None) -> list[str]:
+    """SHA-256 (hex) of a record's current token and its previous one, those it has."""
+    if record is None:
+        return []
+    digests = [record.previous_sha256] if record.previous_sha256 else []
+    if record.access_token is not None:
+        digests.append(sha256_hex(record.access_token))
+    return digests

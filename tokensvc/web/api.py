@@ -1,18 +1,29 @@
 """``/v1`` token routes: get the current access_token, and the passive refresh.
 
 Handlers parse, call one TokenManager method and map domain errors to HTTP answers.
+
+``GET /token`` is the call every internal service makes, so what it needs is prepared once
+(:class:`TokenReads`): the encoded answer per token and second (``expires_in`` changes once a
+second, the rest once per version), the metrics child and the access-log tally per (app,
+client). The token itself is asked of the TokenManager on every request, so a token WeChat
+proved dead is never served from a cache.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from aiohttp import web
+from multidict import CIMultiDict
+from prometheus_client import Counter
 
 from tokensvc.clock import rfc3339
 from tokensvc.errors import TokensvcError, TokenUnavailable
+from tokensvc.metrics import Metrics
 from tokensvc.tokens.manager import TokenManager
 from tokensvc.tokens.values import ServedToken, Trigger
+from tokensvc.web.access_log import AccessSummary, CountedRead, ReadTally
 from tokensvc.web.auth import CLIENT_NAME
 from tokensvc.web.body import read_json_object, string_field
 from tokensvc.web.errors import domain_error, json_error
@@ -21,8 +32,43 @@ from tokensvc.wechat.errcodes import TOKEN_ERRCODES
 
 MAX_REFRESH_BODY = 64 * 1024
 _NO_STORE = {"Cache-Control": "no-store"}
+_TOKEN_HEADERS = CIMultiDict({"Content-Type": "application/json", "Cache-Control": "no-store"})
 
 routes = web.RouteTableDef()
+
+
+class TokenReads:
+    """What ``GET /token`` prepares once instead of per request (see the module docstring)."""
+
+    def __init__(self, metrics: Metrics, summary: AccessSummary) -> None:
+        self._metrics = metrics
+        self._summary = summary
+        self._answers: dict[str, tuple[ServedToken, bytes]] = {}
+        self._bound: dict[tuple[str, str], tuple[Counter, ReadTally]] = {}
+
+    def answer_body(self, token: ServedToken) -> bytes:
+        """:func:`token_body` as JSON bytes, encoded once per distinct :class:`ServedToken`
+        (per app: a new version, or the next second's ``expires_in``)."""
+        cached = self._answers.get(token.appid)
+        if cached is not None and cached[0] == token:
+            return cached[1]
+        body = json.dumps(token_body(token)).encode()
+        self._answers[token.appid] = (token, body)
+        return body
+
+    def answer(self, token: ServedToken, client: str) -> web.Response:
+        """The 200 answer to ``client``, counted in the metrics and the access summary."""
+        bound = self._bound.get((token.appid, client))
+        if bound is None:
+            bound = self._bound[(token.appid, client)] = (
+                self._metrics.token_requests_of(token.appid, client),
+                self._summary.tally(client, token.appid),
+            )
+        bound[0].inc()
+        return CountedRead(bound[1], self.answer_body(token), _TOKEN_HEADERS)
+
+
+TOKEN_READS = web.AppKey("token_reads", TokenReads)
 
 
 def configured_manager(request: web.Request) -> TokenManager:
@@ -60,6 +106,27 @@ def count_passive(
     request.app[PASSIVE_TALLY].add(appid, request[CLIENT_NAME], refreshed=refreshed)
 
 
+@routes.get("/v1/apps/{appid}/token")
+async def get_token(request: web.Request) -> web.Response:
+    """200 with the current token (from memory); 503 ``token_unavailable`` when none is valid.
+
+    A token WeChat proved dead is never served: while its replacement is under way the answer
+    waits for it, at most ``[wechat] timeout`` seconds. A 200 is counted in the access log's
+    summary, not written as a line of its own (:mod:`tokensvc.web.access_log`).
+    """
+    app = request.app
+    client = app[AUTH].require_client(request, request.match_info["appid"])
+    manager = configured_manager(request)
+    try:
+        token = manager.current()
+    except TokenUnavailable:
+        try:
+            token = await manager.current_or_wait(app[SETTINGS].wechat.timeout)
+        except TokenUnavailable as exc:
+            raise domain_error(exc, app[CLOCK].now()) from None
+    return app[TOKEN_READS].answer(token, client.name)
+
+
 @routes.get("/v1/apps")
 async def list_apps(request: web.Request) -> web.Response:
     """The apps this client may use: ``{"apps": [{"appid", "name", "kind", "token_api"}]}``."""
@@ -70,25 +137,6 @@ async def list_apps(request: web.Request) -> web.Response:
         if client.may_use(m.appid)
     ]
     return web.json_response({"apps": apps})
-
-
-@routes.get("/v1/apps/{appid}/token")
-async def get_token(request: web.Request) -> web.Response:
-    """200 with the current token (from memory); 503 ``token_unavailable`` when none is valid.
-
-    A token WeChat proved dead is never served: while its replacement is under way the answer
-    waits for it, at most ``[wechat] timeout`` seconds.
-    """
-    manager = authorised_manager(request)
-    try:
-        token = manager.current()
-    except TokenUnavailable:
-        try:
-            token = await manager.current_or_wait(request.app[SETTINGS].wechat.timeout)
-        except TokenUnavailable as exc:
-            raise domain_error(exc, request.app[CLOCK].now()) from None
-    request.app[METRICS].token_requests.labels(manager.appid, request[CLIENT_NAME]).inc()
-    return web.json_response(token_body(token), headers=_NO_STORE)
 
 
 @routes.post("/v1/apps/{appid}/token/refresh")

@@ -31,7 +31,9 @@ from tokensvc.store.notify import TokenChangeListener
 from tokensvc.store.repo import TokenStore, make_engine
 from tokensvc.tokens.manager import TokenManager
 from tokensvc.tokens.scheduler import RefreshScheduler, ReplicaSync
+from tokensvc.tokens.serving import IssuedTokens
 from tokensvc.web import api, facade, health, openapi, proxy, status
+from tokensvc.web.access_log import ACCESS_SUMMARY, SUMMARY_SECONDS, AccessSummary
 from tokensvc.web.auth import Authenticator
 from tokensvc.web.errors import error_middleware
 from tokensvc.web.keys import (
@@ -67,8 +69,19 @@ def create_app(settings: Settings) -> web.Application:
     app[AUTH] = Authenticator(settings.clients, settings.admin.key_sha256, settings.server)
     app[METRICS] = Metrics(settings.proxy)
     app[PASSIVE_TALLY] = PassiveTally(app[CLOCK])
+    app[ACCESS_SUMMARY] = AccessSummary()
+    app[api.TOKEN_READS] = api.TokenReads(app[METRICS], app[ACCESS_SUMMARY])
     app.cleanup_ctx.extend(
-        [_database, _events, _wechat_client, _managers, _quota, _sync, _scheduler]
+        [
+            _access_summary,
+            _database,
+            _events,
+            _wechat_client,
+            _managers,
+            _quota,
+            _sync,
+            _scheduler,
+        ]
     )
     app.add_routes(api.routes)
     app.add_routes(health.routes)
@@ -83,6 +96,24 @@ def _shutdown_grace(settings: Settings) -> float:
     """Seconds a refresh under way may take at shutdown: one WeChat call, plus a second to save
     the token it got."""
     return settings.wechat.timeout + 1
+
+
+async def _access_summary(app: web.Application) -> AsyncIterator[None]:
+    """The access log's summary of token reads: a line a minute, and the rest at shutdown
+    (first in ``cleanup_ctx``, so last to stop)."""
+    summary = app[ACCESS_SUMMARY]
+
+    async def flush_forever() -> None:
+        while True:
+            await asyncio.sleep(SUMMARY_SECONDS)
+            summary.flush()
+
+    task = asyncio.create_task(flush_forever())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    summary.flush()
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
@@ -183,8 +214,10 @@ async def _managers(app: web.Application) -> AsyncIterator[None]:
     for appid, manager in managers.items():
         if appid in records:
             manager.adopt(records[appid])
+    issued = IssuedTokens()  # the facade finds an issued token's app in one look-up
     for manager in managers.values():
         manager.listeners += [app[METRICS].observe_refresh, app[EVENTS].record]
+        issued.add(manager)
     app[MANAGERS] = managers
     app[METRICS].watch_tokens(lambda: app[MANAGERS])
     yield

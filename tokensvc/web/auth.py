@@ -77,6 +77,7 @@ class Authenticator:
         server: ServerConfig | None = None,
     ) -> None:
         self._clients = clients
+        self._client_hashes = tuple((c.key_sha256.encode(), c) for c in clients)
         self._admin = admin_key_sha256
         self._server = server or ServerConfig()
 
@@ -84,8 +85,8 @@ class Authenticator:
         """The client whose key hash matches ``key`` (checks every client, constant time)."""
         digest = key_sha256(key).encode()
         found: ClientConfig | None = None
-        for client in self._clients:
-            if hmac.compare_digest(digest, client.key_sha256.encode()):
+        for expected, client in self._client_hashes:
+            if hmac.compare_digest(digest, expected):
                 found = client
         return found
 
