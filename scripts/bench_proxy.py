@@ -1,67 +1,70 @@
-"""Benchmark the send proxy: sends per second and the latency tokensvc adds, loopback only.
+"""Benchmark the send proxy against a bare aiohttp forwarder to the same upstream.
 
-Starts ``tokensvc demo``; sends ``--requests`` customer-service messages straight to the
-simulator (with a token from tokensvc), then the same number through
-``POST /v1/apps/{appid}/messages/custom``, and prints both and the difference in median latency.
+The WeChat simulator (``tokensvc fake-wechat``), ``tokensvc serve`` (one app, shipped defaults,
+SQLite) and a bare forwarder (``scripts/bare.py proxy``: about 20 lines of aiohttp, the same
+Bearer check, one pooled session, the body passed through as bytes) each run in their own
+process. The load generator (``scripts/loadgen.py``, its own process) sends the same
+customer-service message, ``POST /v1/apps/{appid}/messages/custom``, to each in turn with 64
+keep-alive connections, three times, alternating which goes first; both forward to the same
+simulator. Prints every run, the median throughput ratio and p99 ratio with their spread, and
+the server CPU per answer (the proxy's own process only).
 
-    .venv/bin/python scripts/bench_proxy.py [--requests 5000] [--concurrency 16]
+    .venv/bin/python scripts/bench_proxy.py
+    .venv/bin/python scripts/bench_proxy.py --smoke    # a few seconds: does it work
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import json
 
-import aiohttp
-from benchlib import run_load, start_demo
+from benchlib import (
+    CLIENT_AUTH,
+    Bench,
+    Load,
+    Profile,
+    add_common_options,
+    appids,
+    compare,
+    event_loop_line,
+    http,
+    machine,
+)
 
-APPID = "wxdemoofficial0001"
 MESSAGE = {"touser": "openid-bench", "msgtype": "text", "text": {"content": "hello"}}
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--requests", type=int, default=5000)
-    parser.add_argument("--concurrency", type=int, default=16)
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_common_options(parser)
     args = parser.parse_args()
-    demo = await start_demo()
-    try:
-        connector = aiohttp.TCPConnector(limit=args.concurrency)
-        async with aiohttp.ClientSession(connector=connector) as session:
-            headers = {"Authorization": f"Bearer {demo.client_key}"}
-            token = ""
-            for _ in range(50):
-                async with session.get(
-                    f"{demo.url}/v1/apps/{APPID}/token", headers=headers
-                ) as response:
-                    if response.status == 200:
-                        token = (await response.json())["access_token"]
-                        break
-                await asyncio.sleep(0.1)
-
-            async def direct() -> bool:
-                async with session.post(
-                    f"{demo.simulator_url}/cgi-bin/message/custom/send",
-                    params={"access_token": token},
-                    json=MESSAGE,
-                ) as response:
-                    return (await response.json()).get("errcode") == 0
-
-            async def proxied() -> bool:
-                async with session.post(
-                    f"{demo.url}/v1/apps/{APPID}/messages/custom", headers=headers, json=MESSAGE
-                ) as response:
-                    return response.status == 200 and (await response.json()).get("errcode") == 0
-
-            baseline = await run_load(direct, args.requests, args.concurrency)
-            through = await run_load(proxied, args.requests, args.concurrency)
-    finally:
-        demo.process.terminate()
-        await demo.process.wait()
-    print(baseline.report("direct to the simulator"))
-    print(through.report("through tokensvc      "))
-    print(f"added median latency: {(through.p50 - baseline.p50) * 1000:.2f} ms")
+    profile = Profile.from_args(args)
+    print(f"machine: {machine()}")
+    print(
+        f"load: {profile.connections} connections, {profile.duration:g}s counted after "
+        f"{profile.warmup:g}s warm-up, {profile.repeats} repeat(s)",
+        flush=True,
+    )
+    with Bench(keep=args.keep) as bench:
+        (appid,) = appids(1)
+        simulator = bench.simulator([appid])
+        tokensvc = bench.tokensvc("tokensvc", [appid], api_base=simulator.url)
+        status, body = http(f"{tokensvc.url}/v1/apps/{appid}/token", CLIENT_AUTH)
+        assert status == 200, body
+        token = json.loads(body)["access_token"]
+        bare = bench.bare("proxy", "--upstream", simulator.url, "--access-token", token)
+        path = f"/v1/apps/{appid}/messages/custom"
+        message = json.dumps(MESSAGE).encode()
+        for proc in (tokensvc, bare):  # both answer WeChat's errcode 0 before anything is timed
+            status, answer = http(proc.url + path, CLIENT_AUTH, data=message)
+            assert status == 200 and json.loads(answer)["errcode"] == 0, (proc.name, answer)
+        print(f"tokensvc: {event_loop_line(tokensvc)}; simulator in its own process")
+        load = Load(path, method="POST", body=message)
+        result = compare(bench, "send proxy", (tokensvc, load), (bare, load), profile)
+        print(result.report(), flush=True)
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

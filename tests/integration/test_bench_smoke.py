@@ -1,0 +1,67 @@
+"""The benchmark scripts run: each in its ``--smoke`` mode (a few seconds), with the real
+processes (simulator, ``tokensvc serve``, the bare references, the load generator).
+
+Only that they work and print what the README quotes is checked: no figure is asserted, since
+timings on a shared machine prove nothing (the README gives the measured ones and how).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.postgres import find_bindir
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+
+
+def run_script(*args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, str(SCRIPTS / args[0]), *args[1:]],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def test_token_benchmark_compares_with_the_bare_handler() -> None:
+    out = run_script("bench_token.py", "--smoke")
+    assert "== GET /token: tokensvc vs bare-token, 1 repeat(s)" in out
+    assert "load generator: python asyncio.Protocol" in out
+    assert "throughput tokensvc/bare-token: " in out and "p99 tokensvc/bare-token: " in out
+    assert set(re.findall(r"errors (\d+)", out)) == {"0"}  # every answer was a 200
+    assert "tokensvc: event loop: " in out
+
+
+def test_scale_benchmark_reports_start_up_memory_throughput_and_status() -> None:
+    out = run_script("bench_token.py", "--smoke", "--apps", "20")
+    assert "== 20 apps (sqlite): start-up to ready " in out and "RSS at ready" in out
+    assert "throughput 20-apps/one-app: " in out
+    assert "== /v1/status at 20 apps: median " in out
+
+
+def test_scale_benchmark_runs_on_postgresql() -> None:
+    if find_bindir() is None:
+        if os.environ.get("TOKENSVC_REQUIRE_POSTGRES"):
+            pytest.fail(
+                "PostgreSQL server binaries not found, but TOKENSVC_REQUIRE_POSTGRES is set"
+            )
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found")
+    out = run_script("bench_token.py", "--smoke", "--apps", "5", "--database", "postgres")
+    assert "== 5 apps (postgres): start-up to ready " in out
+    assert "== /v1/status at 5 apps: median " in out
+
+
+def test_proxy_benchmark_compares_with_the_bare_forwarder() -> None:
+    out = run_script("bench_proxy.py", "--smoke")
+    assert "== send proxy: tokensvc vs bare-proxy, 1 repeat(s)" in out
+    assert "throughput tokensvc/bare-proxy: " in out
+    assert set(re.findall(r"errors (\d+)", out)) == {"0"}
