@@ -54,7 +54,7 @@ def main() -> None:
         status, body = http(f"{tokensvc.url}/v1/apps/{appid}/token", CLIENT_AUTH)
         assert status == 200, body
         token = json.loads(body)["access_token"]
-        bare = bench.bare("proxy", "--upstream", simulator.url, "--access-token", token)
+        bare = bench.bare("proxy", f"--upstream={simulator.url}", f"--access-token={token}")
         path = f"/v1/apps/{appid}/messages/custom"
         message = json.dumps(MESSAGE).encode()
         for proc in (tokensvc, bare):  # both answer WeChat's errcode 0 before anything is timed

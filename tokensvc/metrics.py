@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from tokensvc.config import ProxyConfig
@@ -92,6 +92,48 @@ class _TokenCollector(Collector):
         yield contested
 
 
+class CountChild:
+    """One labelled count of a :class:`LoopCounter`."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        """Add ``amount`` (one event)."""
+        self.value += amount
+
+
+class LoopCounter(Collector):
+    """A Prometheus counter for the hottest events, counted by the event loop alone: each
+    labelled child is a plain number (``inc()`` is one addition, where a ``prometheus_client``
+    counter takes a lock and checks its labels), exported as ``<name>_total`` at scrape time.
+    Only ever incremented from the event loop's thread."""
+
+    def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...]) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._labelnames = labelnames
+        self._children: dict[tuple[str, ...], CountChild] = {}
+
+    def labels(self, *values: str) -> CountChild:
+        """The child of these label values (as many as label names), created on first use."""
+        child = self._children.get(values)
+        if child is None:
+            if len(values) != len(self._labelnames):
+                raise ValueError(f"{self._name}: expected labels {self._labelnames}")
+            child = self._children[values] = CountChild()
+        return child
+
+    def collect(self) -> Iterable[Metric]:
+        """The counts, as a counter family (``<name>_total`` samples)."""
+        family = CounterMetricFamily(self._name, self._documentation, labels=self._labelnames)
+        for values, child in sorted(self._children.items()):
+            family.add_metric(list(values), child.value)
+        yield family
+
+
 class Metrics:
     """The counters and histograms of one tokensvc instance; :meth:`render` for ``/metrics``."""
 
@@ -124,13 +166,10 @@ class Metrics:
             ["appid"],
             registry=r,
         )
-        self.token_requests = Counter(
-            "tokensvc_token_requests",
-            "GET /token answers by app and client.",
-            ["appid", "client"],
-            registry=r,
+        self.token_requests = LoopCounter(
+            "tokensvc_token_requests", "GET /token answers by app and client.", ("appid", "client")
         )
-        self._token_children: dict[tuple[str, str], Counter] = {}
+        r.register(self.token_requests)
         self.passive = Counter(
             "tokensvc_passive_refresh",
             "Passive refresh requests by outcome.",
@@ -151,15 +190,10 @@ class Metrics:
             registry=r,
         )
 
-    def token_requests_of(self, appid: str, client: str) -> Counter:
-        """The ``tokensvc_token_requests`` child of ``(appid, client)``, bound on first use and
-        kept: a token answer costs one dict look-up and ``inc()``, not a ``labels()`` call."""
-        child = self._token_children.get((appid, client))
-        if child is None:
-            child = self._token_children[(appid, client)] = self.token_requests.labels(
-                appid, client
-            )
-        return child
+    def token_requests_of(self, appid: str, client: str) -> CountChild:
+        """The ``tokensvc_token_requests`` child of ``(appid, client)``, to bind once: a token
+        answer then costs one addition."""
+        return self.token_requests.labels(appid, client)
 
     def watch_quota(self, readings: Callable[[], Iterable[QuotaReading]]) -> None:
         """Export WeChat's daily quotas as read by the quota watcher, at scrape time:

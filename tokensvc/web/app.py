@@ -35,7 +35,7 @@ from tokensvc.tokens.serving import IssuedTokens
 from tokensvc.web import api, facade, health, openapi, proxy, status
 from tokensvc.web.access_log import ACCESS_SUMMARY, SUMMARY_SECONDS, AccessSummary
 from tokensvc.web.auth import Authenticator
-from tokensvc.web.errors import error_middleware
+from tokensvc.web.errors import Unmatched, json_errors
 from tokensvc.web.keys import (
     AUTH,
     CLIENT,
@@ -63,7 +63,7 @@ def create_app(settings: Settings) -> web.Application:
     :class:`TokenManager` on a ``FakeClock`` directly, and integration tests shorten token
     lifetimes instead.
     """
-    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_REQUEST_BYTES)
+    app = web.Application(client_max_size=MAX_REQUEST_BYTES)  # no middleware: see web.errors
     app[SETTINGS] = settings
     app[CLOCK] = SystemClock()
     app[AUTH] = Authenticator(settings.clients, settings.admin.key_sha256, settings.server)
@@ -83,12 +83,11 @@ def create_app(settings: Settings) -> web.Application:
             _scheduler,
         ]
     )
-    app.add_routes(api.routes)
-    app.add_routes(health.routes)
-    app.add_routes(openapi.routes)
-    app.add_routes(proxy.routes)
-    app.add_routes(status.routes)
-    facade.add_routes(app)  # last: WeChat's paths at the root
+    app.add_routes(json_errors(api.routes, own_errors=api.OWN_ERRORS))
+    for module in (health, openapi, proxy, status):
+        app.add_routes(json_errors(module.routes))
+    facade.add_routes(app)  # WeChat's paths at the root; answers in WeChat's error shape
+    app.router.register_resource(Unmatched(app.router))  # last: 404 and 405
     return app
 
 

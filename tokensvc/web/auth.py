@@ -101,8 +101,21 @@ class Authenticator:
 
         Raises 401 ``unauthorized`` (no or unknown key).
         """
-        key = bearer_key(request)
-        client = self.client_for_key(key) if key is not None else None
+        # bearer_key, plausible_key and client_for_key in one frame: every token read runs this
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        key = value.strip()
+        client: ClientConfig | None = None
+        if (
+            scheme.lower() == "bearer"
+            and key
+            and len(key) <= 512
+            and key.isascii()
+            and key.isprintable()
+        ):
+            digest = key_sha256(key).encode()
+            for expected, candidate in self._client_hashes:  # every one: constant time
+                if hmac.compare_digest(digest, expected):
+                    client = candidate
         if client is None:
             raise json_error(
                 401,
