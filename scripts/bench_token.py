@@ -86,24 +86,33 @@ def scale(bench: Bench, profile: Profile, count: int, database: str) -> None:
     apps = appids(count)
     one = appids(1)
     simulator = bench.simulator(apps)
-    urls: list[str | None] = [None, None]
+    names = [f"{count}-apps-{i + 1}" for i in range(profile.repeats)]
+    urls: list[str | None] = [None] * (1 + len(names))
     if database == "postgres":
-        urls = list(postgres_urls(bench, ["one", "many"]))
+        urls = list(postgres_urls(bench, ["one", *[n.replace("-", "_") for n in names]]))
     single = bench.tokensvc("one-app", one, api_base=simulator.url, database_url=urls[0])
-    many = bench.tokensvc(f"{count}-apps", apps, api_base=simulator.url, database_url=urls[1])
+    cold: list[float] = []
+    warm: list[float] = []
+    peak_cold: list[float] = []
+    peak_warm: list[float] = []
+    for name, url in zip(names, urls[1:], strict=True):
+        many = bench.tokensvc(name, apps, api_base=simulator.url, database_url=url)  # empty
+        cold.append(many.ready_seconds)
+        peak_cold.append(memory_mb(many.pid)[1])
+        many.stop()  # a restart on the filled database: tokens are loaded, not fetched
+        port = int(many.url.rsplit(":", 1)[1])
+        many = bench.start_tokensvc(name, bench.workdir / f"{name}.toml", port)
+        warm.append(many.ready_seconds)
+        peak_warm.append(memory_mb(many.pid)[1])
+        if name != names[-1]:
+            many.stop()
+    many.name = f"{count}-apps"
     print(f"tokensvc: {event_loop_line(many)}; database {database}")
-    cold = many.ready_seconds
-    rss_cold = memory_mb(many.pid)[0]
-    many.stop()  # a restart on the filled database: tokens are loaded, not fetched
-    many = bench.start_tokensvc(
-        many.name, bench.workdir / f"{many.name}.toml", int(many.url.rsplit(":", 1)[1])
-    )
-    warm = many.ready_seconds
-    rss_warm = memory_mb(many.pid)[0]
     print(
-        f"== {count} apps ({database}): start-up to ready {cold:.2f}s with an empty database "
-        f"({count} token fetches), {warm:.2f}s on restart; RSS at ready {rss_cold:.0f} MB / "
-        f"{rss_warm:.0f} MB",
+        f"== {count} apps ({database}), {len(names)} start(s) each: start-up to ready with an "
+        f"empty database ({count} token fetches) {seconds(cold)}, restarted on the filled "
+        f"database {seconds(warm)}; peak RSS at ready {megabytes(peak_cold)} / "
+        f"{megabytes(peak_warm)}",
         flush=True,
     )
     spread_over = [f"/v1/apps/{a}/token" for a in apps[:: max(1, count // 64)][:64]]
@@ -126,6 +135,16 @@ def scale(bench: Bench, profile: Profile, count: int, database: str) -> None:
         f"({len(body) / 1024:.0f} KiB); RSS after the runs {rss:.0f} MB, peak {peak:.0f} MB",
         flush=True,
     )
+
+
+def seconds(values: list[float]) -> str:
+    """``median s (lowest-highest)``."""
+    return f"{statistics.median(values):.2f}s ({min(values):.2f}-{max(values):.2f})"
+
+
+def megabytes(values: list[float]) -> str:
+    """``median MB (lowest-highest)``."""
+    return f"{statistics.median(values):.0f} MB ({min(values):.0f}-{max(values):.0f})"
 
 
 def main() -> None:

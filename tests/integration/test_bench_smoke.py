@@ -43,7 +43,8 @@ def test_token_benchmark_compares_with_the_bare_handler() -> None:
 
 def test_scale_benchmark_reports_start_up_memory_throughput_and_status() -> None:
     out = run_script("bench_token.py", "--smoke", "--apps", "20")
-    assert "== 20 apps (sqlite): start-up to ready " in out and "RSS at ready" in out
+    assert "== 20 apps (sqlite), 1 start(s) each: start-up to ready " in out
+    assert "peak RSS at ready" in out
     assert "throughput 20-apps/one-app: " in out
     assert "== /v1/status at 20 apps: median " in out
 
@@ -56,7 +57,7 @@ def test_scale_benchmark_runs_on_postgresql() -> None:
             )
         pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found")
     out = run_script("bench_token.py", "--smoke", "--apps", "5", "--database", "postgres")
-    assert "== 5 apps (postgres): start-up to ready " in out
+    assert "== 5 apps (postgres), 1 start(s) each: start-up to ready " in out
     assert "== /v1/status at 5 apps: median " in out
 
 
