@@ -34,6 +34,11 @@ _KNOWN_APIS = frozenset(
     | {route.api for route in MESSAGE_ROUTES.values()}
 )
 
+MAX_BOUND_CHILDREN = 4096
+"""At most this many (WeChat path, outcome) pairs keep their metric children bound: the paths of
+passthrough calls are the clients' choice, so the cache of them is bounded (the labels are
+bounded anyway: :meth:`Metrics.api_label`)."""
+
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -170,6 +175,7 @@ class Metrics:
             "tokensvc_token_requests", "GET /token answers by app and client.", ("appid", "client")
         )
         r.register(self.token_requests)
+        self._upstream_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
         self.passive = Counter(
             "tokensvc_passive_refresh",
             "Passive refresh requests by outcome.",
@@ -214,10 +220,21 @@ class Metrics:
         return OTHER_API if prefix is None else "/" + prefix
 
     def observe_upstream(self, api: str, outcome: str, seconds: float) -> None:
-        """The WeChat client's observer: one request to WeChat."""
-        label = self.api_label(api)
-        self.upstream.labels(label, bounded_outcome(outcome)).inc()
-        self.upstream_duration.labels(label).observe(seconds)
+        """The WeChat client's observer: one request to WeChat. The metric children of each
+        (api, outcome) seen are kept (a bounded set: see :meth:`api_label`), so a proxied call
+        costs two dict look-ups instead of two ``labels()`` calls."""
+        key = (api, outcome)
+        children = self._upstream_children.get(key)
+        if children is None:
+            label = self.api_label(api)
+            children = (
+                self.upstream.labels(label, bounded_outcome(outcome)),
+                self.upstream_duration.labels(label),
+            )
+            if len(self._upstream_children) < MAX_BOUND_CHILDREN:  # paths are clients' choice
+                self._upstream_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def observe_refresh(self, attempt: RefreshAttempt) -> None:
         """A TokenManager listener: one refresh attempt, or a proven death."""

@@ -1,6 +1,7 @@
-"""``current()`` remembers its answer between requests: it must still be, at every instant, what
-the token state says (the same as :meth:`TokenServing.served`, computed afresh), through
-refreshes, deaths, failures, a lost database and whole or fractional seconds of clock."""
+"""``current()`` and ``current_or_wait`` remember their answer between requests: it must still
+be, at every instant, what the token state says (the same as :meth:`TokenServing.served`,
+computed afresh), through refreshes, deaths, failures, a lost database and whole or fractional
+seconds of clock."""
 
 from __future__ import annotations
 
@@ -24,15 +25,19 @@ def busy() -> WechatAPIError:
     return WechatAPIError("/cgi-bin/token", -1, "system error", None, classify(-1))
 
 
-def check(manager: TokenManager) -> ServedToken | None:
-    """``current()`` twice (the second from memory) against a fresh computation."""
+async def check(manager: TokenManager) -> ServedToken | None:
+    """``current()`` twice (the second from memory), and ``current_or_wait`` (the send proxy's
+    read), against a fresh computation."""
     expected = manager.served()
     for _ in range(2):
         if expected is None:
             with pytest.raises(TokenUnavailable):
                 manager.current()
+            with pytest.raises(TokenUnavailable):
+                await manager.current_or_wait(0)
         else:
             assert manager.current() == expected
+            assert await manager.current_or_wait(0) == expected
     return expected
 
 
@@ -73,6 +78,6 @@ async def test_current_answers_what_the_state_says_at_every_instant(
             await manager.run_scheduled()
         else:
             clock.advance(MIN_SERVE_SECONDS * rand.random())
-        if check(manager) is not None:
+        if await check(manager) is not None:
             served += 1
     assert served > 20  # the walk did serve tokens, so the memory was exercised

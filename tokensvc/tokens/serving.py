@@ -217,13 +217,10 @@ class TokenServing:
         changes (:meth:`_serving_inputs`): the same answer as computing it afresh, at a fraction
         of the cost.
         """
-        memo = self._memo
-        if memo is not None:
-            now = self._clock.now()
-            if memo[0] <= now < memo[1] and memo[2] == self._serving_inputs():
-                return memo[3]
-        served = self._served_or_raise(self._record)
-        self._memo = self._memo_for(served)
+        served = self._remembered()
+        if served is None:
+            served = self._served_or_raise(self._record)
+            self._memo = self._memo_for(served)
         return served
 
     async def current_or_wait(self, wait: float) -> ServedToken:
@@ -232,7 +229,11 @@ class TokenServing:
 
         Raises :class:`TokenUnavailable` when none comes in time or none is coming.
         """
-        served = self._serve(self._record)
+        served = self._remembered()
+        if served is None:
+            served = self._serve(self._record)
+            if served is not None:
+                self._memo = self._memo_for(served)
         if served is not None:
             return served
         loop = asyncio.get_running_loop()
@@ -340,6 +341,15 @@ class TokenServing:
         if served is None:
             raise self._unavailable()
         return served
+
+    def _remembered(self) -> ServedToken | None:
+        """:meth:`current`'s remembered answer, if it still holds now (see :meth:`_memo_for`)."""
+        memo = self._memo
+        if memo is not None:
+            now = self._clock.now()
+            if memo[0] <= now < memo[1] and memo[2] == self._serving_inputs():
+                return memo[3]
+        return None
 
     def _serving_inputs(self) -> tuple[object, ...]:
         """Everything :meth:`_serve` reads besides the clock and the configuration: a state

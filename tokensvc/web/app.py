@@ -54,6 +54,8 @@ from tokensvc.wechat.client import WechatClient
 log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 1 << 20
+_HOT_HANDLERS = (api.get_token, proxy.send_message)
+"""The routes registered first (every client's token read, then message sends)."""
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -83,9 +85,11 @@ def create_app(settings: Settings) -> web.Application:
             _scheduler,
         ]
     )
-    app.add_routes(json_errors(api.routes, own_errors=api.OWN_ERRORS))
-    for module in (health, openapi, proxy, status):
-        app.add_routes(json_errors(module.routes))
+    routes = [*api.routes, *health.routes, *openapi.routes, *proxy.routes, *status.routes]
+    # aiohttp tries every /v1/apps/{appid}/... resource in registration order: hottest first
+    hot = [r for r in routes if getattr(r, "handler", None) in _HOT_HANDLERS]
+    rest = [r for r in routes if r not in hot]
+    app.add_routes(json_errors([*hot, *rest], own_errors=api.OWN_ERRORS))
     facade.add_routes(app)  # WeChat's paths at the root; answers in WeChat's error shape
     app.router.register_resource(Unmatched(app.router))  # last: 404 and 405
     return app
