@@ -317,6 +317,18 @@ class FakeWechat:
             elif kill_older:
                 token.valid_until = min(token.valid_until, now)
 
+    async def _admit(self, api: str, request: web.Request) -> tuple[str, web.StreamResponse | None]:
+        """For an API that takes ``access_token``: the token's appid, and the answer that
+        refuses the call (an injected fault, 41001/40001/42001) or None."""
+        token = request.query.get("access_token")
+        appid = self.tokens[token].appid if token in self.tokens else ""
+        refused = await self._enter(api, appid, request)
+        if refused is None:
+            errcode = self.check(token)
+            if errcode:
+                refused = self._error(errcode, _TOKEN_ERRMSG[errcode])
+        return appid, refused
+
     async def _enter(self, api: str, appid: str, request: web.Request) -> web.StreamResponse | None:
         """Count the call; the answer of an injected fault, if one is due."""
         self.calls[(api, appid)] += 1
@@ -355,10 +367,7 @@ class FakeWechat:
 
     async def _stable_token(self, request: web.Request) -> web.StreamResponse:
         api = "/cgi-bin/stable_token"
-        try:
-            body = await request.json()
-        except (ValueError, UnicodeDecodeError):
-            body = None
+        body = await _json_or_none(request)
         if not isinstance(body, dict):
             self.calls[(api, "")] += 1
             return self._error(47001, "data format error")
@@ -393,19 +402,10 @@ class FakeWechat:
         """``quota/get``: today's count of the token APIs (the calls it served, refused ones
         over the limit included) and of the business APIs it accepted; 76021 for a path it does
         not serve, 76022 for ``sns/``."""
-        api = "/cgi-bin/openapi/quota/get"
-        token = request.query.get("access_token")
-        appid = self.tokens[token].appid if token in self.tokens else ""
-        fault = await self._enter(api, appid, request)
-        if fault is not None:
-            return fault
-        errcode = self.check(token)
-        if errcode:
-            return self._error(errcode, _TOKEN_ERRMSG[errcode])
-        try:
-            body = await request.json()
-        except (ValueError, UnicodeDecodeError):
-            body = None
+        appid, refused = await self._admit("/cgi-bin/openapi/quota/get", request)
+        if refused is not None:
+            return refused
+        body = await _json_or_none(request)
         path = body.get("cgi_path") if isinstance(body, dict) else None
         if not isinstance(path, str) or not path.startswith("/"):
             return self._error(76003, "invalid cgi_path")
@@ -425,14 +425,9 @@ class FakeWechat:
     async def _business_api(self, request: web.Request) -> web.StreamResponse:
         """Probes, message sends, user info, mini program codes: token checked, call recorded."""
         api = request.path
-        token = request.query.get("access_token")
-        appid = self.tokens[token].appid if token in self.tokens else ""
-        fault = await self._enter(api, appid, request)
-        if fault is not None:
-            return fault
-        errcode = self.check(token)
-        if errcode:
-            return self._error(errcode, _TOKEN_ERRMSG[errcode])
+        appid, refused = await self._admit(api, request)
+        if refused is not None:
+            return refused
         self._quota_used[(api, appid, self._day())] += 1
         body: Any = None
         if request.method == "POST":
@@ -577,11 +572,16 @@ _TOKEN_ERRMSG = {
 }
 
 
-async def _json_object(request: web.Request) -> dict[str, Any]:
+async def _json_or_none(request: web.Request) -> Any:
+    """The request's JSON body, or None when it is not JSON."""
     try:
-        body = await request.json()
+        return await request.json()
     except (ValueError, UnicodeDecodeError):
-        body = None
+        return None
+
+
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    body = await _json_or_none(request)
     if not isinstance(body, dict):
         raise web.HTTPBadRequest(
             text='{"error": "body must be a JSON object"}', content_type="application/json"
