@@ -196,12 +196,10 @@ def _ms(lags: list[float]) -> str:
 
 
 async def wait_all_served(session: aiohttp.ClientSession, group: list[Replica]) -> None:
-    for _ in range(200):
-        tokens = [await get_token(session, r, a) for r in group for a in APPIDS]
-        if all(tokens):
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError("replicas did not all serve a token")
+    async def all_served() -> bool:
+        return all([await get_token(session, r, a) for r in group for a in APPIDS])
+
+    await wait_until(all_served, timeout=20)
 
 
 @pytest.mark.slow
@@ -397,23 +395,21 @@ async def test_a_replica_that_loses_the_database_keeps_serving_and_reports_not_r
         finally:
             postgres.start()
         for replica in replicas:
-            for _ in range(100):
+
+            async def ready(replica: Replica = replica) -> bool:
                 async with session.get(f"{replica.url}/readyz") as response:
-                    if response.status == 200:
-                        break
-                await asyncio.sleep(0.1)
-            else:
-                raise AssertionError(f"{replica.name} did not become ready again")
+                    return response.status == 200
+
+            await wait_until(ready)
         # and it refreshes through the database again
         old = await get_token(session, replicas[1], CLASSIC_APPID)
         fake.revoke(CLASSIC_APPID)
         new = await report_stale(session, replicas[1], CLASSIC_APPID, old)
-        for _ in range(50):
-            if await get_token(session, replicas[0], CLASSIC_APPID) == new:
-                break
-            await asyncio.sleep(0.1)
-        else:
-            raise AssertionError("replica 0 did not learn the new token")
+
+        async def learned() -> bool:
+            return await get_token(session, replicas[0], CLASSIC_APPID) == new
+
+        await wait_until(learned, timeout=5)
 
 
 async def test_migrate_command_on_postgresql(
