@@ -41,7 +41,7 @@ from urllib.parse import quote
 
 import httpx
 
-from tokensvc.config import fingerprint
+from tokensvc.secret import fingerprint
 
 __all__ = [
     "REJECTED_ERRCODES",

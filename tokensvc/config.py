@@ -8,9 +8,9 @@ Beyond types and ranges (the rules and their wording: :mod:`tokensvc.config_rule
 have WeChat's format (a ``gh_`` original ID is named as such); key hashes are not placeholders;
 the admin key is no client's; a SQLite database's directory exists.
 
-The dataclasses built here live in :mod:`tokensvc.settings`; they, and :class:`Secret`,
-:func:`fingerprint` and :func:`key_sha256` of :mod:`tokensvc.secret`, are re-exported here so
-``from tokensvc.config import Settings`` keeps working.
+The dataclasses built here live in :mod:`tokensvc.settings` and are re-exported here, so
+``from tokensvc.config import Settings`` keeps working; :class:`Secret`, :func:`fingerprint` and
+:func:`key_sha256` live in :mod:`tokensvc.secret` only.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from tokensvc.config_rules import (
     sqlite_path_problem,
 )
 from tokensvc.errors import ConfigError
-from tokensvc.secret import Secret, fingerprint, key_sha256
+from tokensvc.secret import Secret
 from tokensvc.settings import (
     DEFAULT_API_BASE,
     DEFAULT_DATABASE_URL,
@@ -71,15 +71,12 @@ __all__ = [
     "MetricsConfig",
     "ProxyConfig",
     "RefreshConfig",
-    "Secret",
     "ServerConfig",
     "Settings",
     "TokenApi",
     "WechatConfig",
     "appid_problem",
-    "fingerprint",
     "is_safe_proxy_path",
-    "key_sha256",
     "load_settings",
     "parse_settings",
 ]

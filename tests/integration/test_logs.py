@@ -17,8 +17,9 @@ from tests.conftest import (
     STABLE_APPID,
 )
 from tests.support.service import Start, ready
-from tokensvc.config import Settings, fingerprint
+from tokensvc.config import Settings
 from tokensvc.logs import quiet_sensitive_loggers
+from tokensvc.secret import fingerprint
 from tokensvc.wechat.fake import FakeWechat
 
 

@@ -6,8 +6,9 @@ from typing import Any
 
 import pytest
 
-from tokensvc.config import AppConfig, Secret
+from tokensvc.config import AppConfig
 from tokensvc.errors import UpstreamTimeout, UpstreamUnavailable
+from tokensvc.secret import Secret
 from tokensvc.sender import Sender
 from tokensvc.wechat.client import RawAnswer
 

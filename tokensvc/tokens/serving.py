@@ -10,7 +10,6 @@ refresh path.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import math
 import random
@@ -19,7 +18,7 @@ from collections.abc import Callable
 from tokensvc.clock import Clock
 from tokensvc.config import AppConfig, RefreshConfig, WechatConfig
 from tokensvc.errors import TokenUnavailable
-from tokensvc.secret import sha256_hex
+from tokensvc.secret import matches_sha256, sha256_hex
 from tokensvc.tokens import policy, schedule
 from tokensvc.tokens.record import TokenRecord
 from tokensvc.tokens.storage import TokenStorage
@@ -305,9 +304,7 @@ class TokenServing:
             record.previous_sha256 is not None
             and record.previous_valid_until is not None
             and self._clock.now() < record.previous_valid_until
-            and hmac.compare_digest(
-                hashlib.sha256(presented).hexdigest().encode(), record.previous_sha256.encode()
-            )
+            and matches_sha256(presented, record.previous_sha256)
         )
 
     def served(self) -> ServedToken | None:

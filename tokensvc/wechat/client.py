@@ -20,13 +20,13 @@ from typing import Any, Literal
 
 import aiohttp
 
-from tokensvc.config import Secret
 from tokensvc.errors import (
     UpstreamBadResponse,
     UpstreamTimeout,
     UpstreamUnavailable,
     WechatAPIError,
 )
+from tokensvc.secret import Secret
 from tokensvc.wechat.errcodes import ErrorKind, classify, parse_rid
 
 log = logging.getLogger(__name__)
