@@ -150,6 +150,24 @@ async def test_issued_tokens_are_forwarded_and_others_refused(
     assert (await response.json())["errcode"] == 0
 
 
+async def test_an_unusable_upstream_answer_is_a_502_like_the_passthrough(
+    fake: FakeWechat, service: TestClient[Any, Any]
+) -> None:
+    """WeChat's HTTP errors and HTML pages are not passed on as if they were its answer: the
+    facade answers 502 ``upstream_bad_response`` (as documented in /openapi.json), never the
+    upstream's 404 or text/plain."""
+    token = await v1_token(service, CLASSIC_APPID)
+    for fault in ("http500", "malformed"):
+        fake.inject("/cgi-bin/user/info", fault)
+        response = await service.get(
+            "/cgi-bin/user/info", params={"access_token": token, "openid": "o-1"}
+        )
+        assert response.status == 502, fault
+        assert (await response.json())["error"] == "upstream_bad_response"
+    response = await service.get("/wxa/not-a-wechat-api", params={"access_token": token})
+    assert response.status == 502 and response.content_type == "application/json"
+
+
 async def test_sns_apis_take_the_client_key_as_secret(
     fake: FakeWechat, service: TestClient[Any, Any]
 ) -> None:

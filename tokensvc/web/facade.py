@@ -18,7 +18,8 @@ with a tokensvc client key where the AppSecret was:
   ``?access_token=T``: accepted only when ``T`` is a token tokensvc issued for an app (current,
   or previous within the overlap window); forwarded under ``[proxy] allow`` and the passthrough's
   path rules with the app's current token, retried once on 40001/40014/42001; WeChat's answer
-  passes back as it came.
+  passes back as it came (JSON, media), under the passthrough's rules: an HTTP error or an
+  HTML/text page is a 502.
 
 Errors come in WeChat's shape, ``{"errcode", "errmsg"}`` with HTTP 200, with WeChat's codes
 (https://developers.weixin.qq.com/doc/offiaccount/Basic_Information/Get_access_token.html,
@@ -335,13 +336,9 @@ async def forward(request: web.Request) -> web.Response:
     if not request.app[SETTINGS].proxy.allows(path):
         raise WechatShapedError(48001, f"api unauthorized: /{path} is not in tokensvc's allow-list")
     request[CLIENT_NAME] = SDK_CLIENT
-    result = await forward_request(request, manager, "/" + path, failure=_wechat_failure)
-    answer = result.answer
-    return web.Response(
-        status=answer.status,
-        body=answer.body,
-        content_type=answer.content_type or "application/octet-stream",
-    )
+    api = "/" + path
+    result = await forward_request(request, manager, api, failure=_wechat_failure)
+    return passthrough_answer(result, api)
 
 
 def add_routes(app: web.Application) -> None:
