@@ -15,6 +15,7 @@ find the new version and re-arm for its schedule.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
@@ -279,7 +280,8 @@ class ReplicaSync:
 
     async def _read_notified(self) -> None:
         """Read and adopt the rows of notified apps, many at a time; a failed read is retried
-        after ``interval`` (a lost feed's catch-up read covers it too)."""
+        after ``interval``, or at once with the next notification (a lost feed's catch-up read
+        covers it too)."""
         while True:
             await self._notified.wait()
             self._notified.clear()
@@ -289,7 +291,8 @@ class ReplicaSync:
             except StoreUnavailable as exc:
                 log.debug("replica sync: reading %d notified apps failed: %s", len(appids), exc)
                 self._pending |= appids
-                await asyncio.sleep(self._interval)
+                with contextlib.suppress(TimeoutError):  # a fresh notification cannot wait
+                    await asyncio.wait_for(self._notified.wait(), self._interval)
                 self._notified.set()
                 continue
             self._adopt(records)
