@@ -349,8 +349,10 @@ async def test_a_killed_listening_connection_falls_back_to_polling_and_comes_bac
 
         async def kill_until_stopped() -> bool:
             nonlocal killed
+            if stop.is_set():  # no kill after the stop: it would go unseen for up to 1 s
+                return True
             killed += await kill_listeners(database_url)
-            return stop.is_set()
+            return False
 
         # every listening connection is killed as soon as it (re)appears
         killing = asyncio.create_task(wait_until(kill_until_stopped, timeout=60, interval=0.02))
@@ -360,7 +362,15 @@ async def test_a_killed_listening_connection_falls_back_to_polling_and_comes_bac
             await propagation(session, [second], CLASSIC_APPID, version, timeout=5)
         stop.set()
         await killing
+
+        def caught_up(replica: Replica) -> bool:
+            """Listening again, LISTEN issued and the catch-up read done: the recovery line
+            comes after the last loss line (a connection merely open is not yet listening)."""
+            log = replica.log_text()
+            return log.rfind("again after") > log.rfind("replica sync: not listening")
+
         await wait_until(both_listen, timeout=30)  # reconnected, with backoff
+        await wait_until(lambda: all(caught_up(replica) for replica in replicas), timeout=30)
         lags: list[float] = []
         for _ in range(3):  # and notifications work again
             version = await rotate(session, first, CLASSIC_APPID)
