@@ -111,7 +111,8 @@ class RefreshConfig:
       again only this rarely.
     - ``unverified_budget``: refreshes per app per hour for claims WeChat's probe could not
       judge (probe timed out, busy, over quota); past it such claims get the current token.
-    - ``sync_interval``: how often the database is polled for tokens refreshed by other replicas.
+    - ``sync_interval``: PostgreSQL: how often the listening connection is checked, and how often
+      the table is polled while it is down (seconds).
     - ``revoke_gap``: seconds between the two force refreshes of "revoke a leaked token"
       (WeChat ignores force calls less than 30 s apart).
     """
