@@ -22,6 +22,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from tokensvc.config_rules import (
     ADMIN_KEY_FIX,
@@ -43,10 +44,12 @@ from tokensvc.settings import (
     ClientConfig,
     DatabaseConfig,
     EventsConfig,
+    ForwardTarget,
     IPNetwork,
     LoggingConfig,
     MetricsConfig,
     ProxyConfig,
+    PushConfig,
     RefreshConfig,
     ServerConfig,
     Settings,
@@ -66,10 +69,12 @@ __all__ = [
     "ClientConfig",
     "DatabaseConfig",
     "EventsConfig",
+    "ForwardTarget",
     "IPNetwork",
     "LoggingConfig",
     "MetricsConfig",
     "ProxyConfig",
+    "PushConfig",
     "RefreshConfig",
     "ServerConfig",
     "Settings",
@@ -324,7 +329,7 @@ def _parse_apps(
         raise ConfigError("apps", "must be an array of tables ([[apps]])")
     apps: list[AppConfig] = []
     seen: set[str] = set()
-    allowed = {"appid", "name", "kind", "token_api", "secret_env", "secret_file", "secret"}
+    allowed = {"appid", "name", "kind", "token_api", "secret_env", "secret_file", "secret", "push"}
     for i, table in enumerate(raw):
         r = _Reader(table, f"apps[{i}]", allowed)
         appid = r.str_("appid")
@@ -343,6 +348,7 @@ def _parse_apps(
                 kind="miniprogram" if kind == "miniprogram" else "official_account",
                 token_api="classic" if token_api == "classic" else "stable",
                 secret=_read_secret(r, env, base_dir, warnings),
+                push=_parse_push(r, env, base_dir, warnings) if r.has("push") else None,
             )
         )
     return tuple(apps)
@@ -355,30 +361,8 @@ def _read_secret(r: _Reader, env: Mapping[str, str], base_dir: Path, warnings: l
             r.prefix, "give the AppSecret with exactly one of secret_env or secret_file"
         )
     source = sources[0]
-    if source == "secret_env":
-        var = r.str_("secret_env")
-        if var not in env:
-            raise ConfigError(r.key("secret_env"), f"environment variable {var} is not set")
-        value = env[var].strip()
-        if not value:
-            raise ConfigError(r.key("secret_env"), f"environment variable {var} is set but empty")
-    elif source == "secret_file":
-        secret_path = Path(r.str_("secret_file"))
-        if not secret_path.is_absolute():
-            secret_path = base_dir / secret_path
-        try:
-            value = secret_path.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(
-                r.key("secret_file"), f"cannot read {secret_path}: {exc.strerror}"
-            ) from None
-        if not value:
-            raise ConfigError(r.key("secret_file"), f"{secret_path} is empty")
-        if secret_path.stat().st_mode & 0o044:
-            warnings.append(
-                f"config: {r.key('secret_file')}: {secret_path} is readable by other users; "
-                f"run: chmod 600 {secret_path}"
-            )
+    if source in ("secret_env", "secret_file"):
+        value = _env_or_file(r, source, env, base_dir, warnings)
     else:
         value = r.str_("secret")
         warnings.append(
@@ -386,6 +370,168 @@ def _read_secret(r: _Reader, env: Mapping[str, str], base_dir: Path, warnings: l
             "prefer secret_env or secret_file"
         )
     return Secret(value)
+
+
+def _env_or_file(
+    r: _Reader, name: str, env: Mapping[str, str], base_dir: Path, warnings: list[str]
+) -> str:
+    """The value named by ``name``: a ``*_env`` key names an environment variable, a ``*_file``
+    key a file (relative to the config's directory; a warning when others may read it)."""
+    if name.endswith("_env"):
+        var = r.str_(name)
+        if var not in env:
+            raise ConfigError(r.key(name), f"environment variable {var} is not set")
+        value = env[var].strip()
+        if not value:
+            raise ConfigError(r.key(name), f"environment variable {var} is set but empty")
+        return value
+    secret_path = Path(r.str_(name))
+    if not secret_path.is_absolute():
+        secret_path = base_dir / secret_path
+    try:
+        value = secret_path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(r.key(name), f"cannot read {secret_path}: {exc.strerror}") from None
+    if not value:
+        raise ConfigError(r.key(name), f"{secret_path} is empty")
+    if secret_path.stat().st_mode & 0o044:
+        warnings.append(
+            f"config: {r.key(name)}: {secret_path} is readable by other users; "
+            f"run: chmod 600 {secret_path}"
+        )
+    return value
+
+
+def _one_of_env_or_file(
+    r: _Reader, stem: str, what: str, env: Mapping[str, str], base_dir: Path, warnings: list[str]
+) -> str | None:
+    """``{stem}_env`` or ``{stem}_file`` (at most one), or None when neither is given."""
+    given = [name for name in (f"{stem}_env", f"{stem}_file") if r.has(name)]
+    if len(given) > 1:
+        raise ConfigError(r.prefix, f"give {what} with only one of {stem}_env or {stem}_file")
+    return _env_or_file(r, given[0], env, base_dir, warnings) if given else None
+
+
+_PUSH_TOKEN_RE = re.compile(r"^[A-Za-z0-9]{3,32}$")
+_AES_KEY_RE = re.compile(r"^[A-Za-z0-9]{43}$")
+_FORWARD_SECRET_MIN = 16
+_PUSH_KEYS = {
+    "token_env",
+    "token_file",
+    "encoding_aes_key_env",
+    "encoding_aes_key_file",
+    "mode",
+    "format",
+    "enforce_grants",
+    "forward",
+}
+_WHERE_PUSH = (
+    "copy it from mp.weixin.qq.com (设置与开发 → 基本配置 → 服务器配置 for an official account, "
+    "开发 → 开发管理 → 开发设置 → 消息推送 for a mini program)"
+)
+
+
+def _parse_push(
+    app: _Reader, env: Mapping[str, str], base_dir: Path, warnings: list[str]
+) -> PushConfig:
+    """``[apps.push]`` of one app: see :class:`PushConfig` and config.example.toml."""
+    r = _Reader(app.table["push"], app.key("push"), _PUSH_KEYS)
+    token = _one_of_env_or_file(r, "token", "the push Token", env, base_dir, warnings)
+    if token is None:
+        raise ConfigError(
+            r.prefix, f"give the push Token with token_env or token_file; {_WHERE_PUSH}"
+        )
+    token_key = r.key("token_env" if r.has("token_env") else "token_file")
+    if not _PUSH_TOKEN_RE.match(token):
+        raise ConfigError(
+            token_key,
+            f"is not a push Token (3 to 32 letters and digits; this value has {len(token)} "
+            f"characters): {_WHERE_PUSH}",
+        )
+    aes = _one_of_env_or_file(r, "encoding_aes_key", "the EncodingAESKey", env, base_dir, warnings)
+    if aes is not None and not _AES_KEY_RE.match(aes):
+        aes_key = r.key(
+            "encoding_aes_key_env" if r.has("encoding_aes_key_env") else "encoding_aes_key_file"
+        )
+        raise ConfigError(
+            aes_key,
+            f"is not an EncodingAESKey (43 letters and digits; this value has {len(aes)} "
+            f"characters): {_WHERE_PUSH}",
+        )
+    mode = r.choice("mode", "safe" if aes else "plaintext", ("plaintext", "compatible", "safe"))
+    if mode != "plaintext" and aes is None:
+        raise ConfigError(
+            r.key("mode"),
+            f'"{mode}" mode decrypts pushes: give the EncodingAESKey with encoding_aes_key_env '
+            'or encoding_aes_key_file, or set mode = "plaintext"',
+        )
+    push_format = r.choice("format", "xml", ("xml", "json"))
+    return PushConfig(
+        token=Secret(token),
+        aes_key=Secret(aes) if aes else None,
+        mode="safe" if mode == "safe" else "compatible" if mode == "compatible" else "plaintext",
+        format="json" if push_format == "json" else "xml",
+        enforce_grants=r.bool_("enforce_grants", False),
+        forward=_parse_forward(r, env, base_dir, warnings),
+    )
+
+
+def _parse_forward(
+    push: _Reader, env: Mapping[str, str], base_dir: Path, warnings: list[str]
+) -> tuple[ForwardTarget, ...]:
+    raw = push.table.get("forward", [])
+    if not isinstance(raw, list):
+        raise ConfigError(push.key("forward"), "must be an array of tables ([[apps.push.forward]])")
+    targets: list[ForwardTarget] = []
+    urls: set[str] = set()
+    for i, table in enumerate(raw):
+        r = _Reader(
+            table,
+            f"{push.key('forward')}[{i}]",
+            {"url", "events", "msg_types", "secret_env", "secret_file"},
+        )
+        url = r.str_("url")
+        parsed = urlsplit(url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ConfigError(
+                r.key("url"), "must be an http:// or https:// URL, like https://biz.example/wx"
+            )
+        if url in urls:
+            raise ConfigError(r.key("url"), "the same URL is given twice for this app")
+        urls.add(url)
+        secret = _one_of_env_or_file(r, "secret", "the HMAC key", env, base_dir, warnings)
+        if secret is None:
+            raise ConfigError(
+                r.prefix,
+                "give the HMAC key the target verifies with secret_env or secret_file "
+                "(generate one with `openssl rand -hex 32`)",
+            )
+        if len(secret) < _FORWARD_SECRET_MIN:
+            raise ConfigError(
+                r.key("secret_env" if r.has("secret_env") else "secret_file"),
+                f"the HMAC key is {len(secret)} characters, at least {_FORWARD_SECRET_MIN} "
+                "needed: generate one with `openssl rand -hex 32`",
+            )
+        targets.append(
+            ForwardTarget(
+                url=url,
+                events=_names(r, "events", 'e.g. ["subscribe", "subscribe_msg_popup_event"]'),
+                msg_types=_names(r, "msg_types", 'e.g. ["text", "event"]'),
+                secret=Secret(secret),
+            )
+        )
+    return tuple(targets)
+
+
+def _names(r: _Reader, name: str, example: str) -> tuple[str, ...]:
+    raw = r.table.get(name, [])
+    if (
+        not isinstance(raw, list)
+        or not all(isinstance(x, str) and x.strip() for x in raw)
+        or (r.has(name) and not raw)
+    ):
+        raise ConfigError(r.key(name), f"must be a non-empty list of names, {example}")
+    return tuple(x.strip() for x in raw)
 
 
 def _parse_clients(raw: Any, appids: set[str]) -> tuple[ClientConfig, ...]:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -216,15 +217,84 @@ class LoggingConfig:
     format: Literal["text", "json"] = "text"
 
 
+PushMode = Literal["plaintext", "compatible", "safe"]
+PushFormat = Literal["xml", "json"]
+
+
+@dataclass(frozen=True)
+class ForwardTarget:
+    """One ``[[apps.push.forward]]`` entry: a business server that receives the app's pushes.
+
+    - ``url``: http:// or https:// URL the accepted pushes are POSTed to.
+    - ``events`` / ``msg_types``: filters (empty = no filter); see :meth:`matches`.
+    - ``secret``: the HMAC key the target uses to verify each delivery.
+    """
+
+    url: str
+    events: tuple[str, ...]
+    msg_types: tuple[str, ...]
+    secret: Secret = field(repr=False)
+
+    def matches(self, message: Mapping[str, Any]) -> bool:
+        """True when this target wants ``message`` (a parsed push: WeChat's fields, e.g.
+        ``{"MsgType": "event", "Event": "subscribe", ...}``).
+
+        With neither filter set every push matches. Otherwise a push matches when its
+        ``MsgType`` is one of ``msg_types``, or when it is an event (``MsgType`` ``event``)
+        whose ``Event`` is one of ``events``. Both compare without regard to case (WeChat
+        writes ``subscribe`` but ``CLICK``).
+        """
+        if not self.events and not self.msg_types:
+            return True
+        msg_type = str(message.get("MsgType", "")).lower()
+        if msg_type in (t.lower() for t in self.msg_types):
+            return True
+        if msg_type == "event" and self.events:
+            event = str(message.get("Event", "")).lower()
+            return event in (e.lower() for e in self.events)
+        return False
+
+
+@dataclass(frozen=True)
+class PushConfig:
+    """``[apps.push]``: receiving WeChat's message push (消息推送) for one app.
+
+    - ``token``: the Token set next to the push URL in WeChat's console (3-32 letters/digits);
+      signs every push (``signature``, ``msg_signature``).
+    - ``aes_key``: the EncodingAESKey (43 characters), needed in ``safe`` and ``compatible``
+      mode; None in ``plaintext`` mode when not given.
+    - ``mode``: WeChat's 消息加解密方式: ``plaintext`` (明文), ``compatible`` (兼容: encrypted
+      and plaintext pushes both accepted), ``safe`` (安全: only encrypted pushes accepted).
+      Defaults to ``safe`` when an EncodingAESKey is given, else ``plaintext``.
+    - ``format``: ``xml`` (official accounts, and mini programs' default) or ``json`` (a mini
+      program whose 数据格式 is JSON).
+    - ``enforce_grants``: subscribe sends need a grant from the ledger (409 otherwise).
+    - ``forward``: the business servers that receive the pushes.
+
+    Pages: https://developers.weixin.qq.com/doc/oplatform/developers/dev/push/encryption.md,
+    https://developers.weixin.qq.com/miniprogram/dev/framework/server-ability/message-push.md
+    (docs/wechat.md#message-push).
+    """
+
+    token: Secret = field(repr=False)
+    aes_key: Secret | None = field(repr=False)
+    mode: PushMode = "plaintext"
+    format: PushFormat = "xml"
+    enforce_grants: bool = False
+    forward: tuple[ForwardTarget, ...] = ()
+
+
 @dataclass(frozen=True)
 class AppConfig:
-    """One ``[[apps]]`` entry: a WeChat official account or mini program and its AppSecret."""
+    """One ``[[apps]]`` entry: a WeChat official account or mini program and its AppSecret;
+    ``push`` is its ``[apps.push]`` table, None when the app's pushes are not received."""
 
     appid: str
     name: str
     kind: AppKind
     token_api: TokenApi
     secret: Secret = field(repr=False)
+    push: PushConfig | None = None
 
 
 @dataclass(frozen=True)
