@@ -31,7 +31,7 @@ from benchlib import free_port
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.support.postgres import PostgresCluster, find_bindir
-from tokensvc.wechat.fake import FakeWechat, serve_fake
+from tokensvc.simulator import FakeWechat, serve_fake
 
 APPID = "wx0be9c4e91ca00001"
 SECRET = "bench-secret-0d9c8b7a6f"  # the simulator's, for this run only

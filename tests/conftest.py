@@ -23,10 +23,10 @@ from tests.support.config import (  # re-exported: tests import these from here
 )
 from tests.support.service import wait_until
 from tokensvc.config import Settings, parse_settings
+from tokensvc.simulator import FakeWechat, serve_fake
 from tokensvc.web.access_log import AccessLogger
 from tokensvc.web.app import create_app
 from tokensvc.web.server import TokensvcRunner
-from tokensvc.wechat.fake import FakeWechat, serve_fake
 
 __all__ = [
     "ADMIN_KEY",

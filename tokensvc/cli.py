@@ -216,8 +216,8 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_fake_wechat(args: argparse.Namespace) -> int:
     """Run the WeChat simulator alone (for trying tokensvc against it)."""
+    from tokensvc.simulator import FakeWechat, serve_fake
     from tokensvc.web.server import bind_error
-    from tokensvc.wechat.fake import FakeWechat, serve_fake
 
     setup_logging("INFO")
     fake = FakeWechat(ttl=args.ttl, rotation_window=args.rotation_window)

@@ -18,11 +18,11 @@ from aiohttp import web
 
 from tokensvc.config import Settings, parse_settings
 from tokensvc.secret import key_sha256
+from tokensvc.simulator import FakeWechat, serve_fake
 from tokensvc.web.access_log import AccessLogger
 from tokensvc.web.app import create_app
 from tokensvc.web.keys import MANAGERS
 from tokensvc.web.server import TokensvcRunner, bind_listeners
-from tokensvc.wechat.fake import FakeWechat, serve_fake
 
 OFFICIAL_APPID = "wxde00000000000001"
 MINIPROGRAM_APPID = "wxde00000000000002"

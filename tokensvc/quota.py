@@ -30,7 +30,7 @@ from typing import Any
 from tokensvc.clock import Clock, rfc3339
 from tokensvc.errors import TokensvcError, TokenUnavailable, WechatAPIError
 from tokensvc.tokens.manager import TokenManager
-from tokensvc.tokens.schedule import next_quota_reset
+from tokensvc.tokens.timing import next_quota_reset
 from tokensvc.wechat.client import CLASSIC_TOKEN_API, STABLE_TOKEN_API, WechatClient
 from tokensvc.wechat.errcodes import DAILY_QUOTA_ERRCODE
 

@@ -28,7 +28,7 @@ from tokensvc.client import (
     UnknownApp,
 )
 from tokensvc.config import Settings
-from tokensvc.wechat.fake import FakeWechat
+from tokensvc.simulator import FakeWechat
 
 
 class FakeClock:

@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestClient
 
 from tests.conftest import ADMIN_KEY, AUTH, CLASSIC_APPID, CLIENT_KEY, LIMITED_KEY, STABLE_APPID
 from tests.support.service import Start, ready
-from tokensvc.wechat.fake import FakeWechat
+from tokensvc.simulator import FakeWechat
 
 CUSTOM = {"touser": "o-1", "msgtype": "text", "text": {"content": "hi"}}
 

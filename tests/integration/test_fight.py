@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import ADMIN_KEY, AUTH, CLASSIC_APPID, SECRETS, wait_until
 from tests.support.service import Start, ready
 from tokensvc.config import Settings
-from tokensvc.wechat.fake import FakeWechat
+from tokensvc.simulator import FakeWechat
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 FIGHT_SECONDS = 12.0

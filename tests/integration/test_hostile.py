@@ -16,7 +16,7 @@ from aiohttp.test_utils import TestClient
 
 from tests.conftest import ADMIN_KEY, AUTH, CLASSIC_APPID, CLIENT_KEY, STABLE_APPID
 from tests.support.service import Start, ready
-from tokensvc.wechat.fake import FakeWechat
+from tokensvc.simulator import FakeWechat
 
 SEND = f"/v1/apps/{STABLE_APPID}/wechat/cgi-bin/message/custom/send"
 

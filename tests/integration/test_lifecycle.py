@@ -11,8 +11,8 @@ import pytest
 from tests.conftest import AUTH, CLASSIC_APPID, STABLE_APPID, wait_until
 from tests.support.service import Start, ready
 from tokensvc.config import Settings
-from tokensvc.tokens import schedule
-from tokensvc.wechat.fake import FakeWechat
+from tokensvc.simulator import FakeWechat
+from tokensvc.tokens import timing
 
 
 @pytest.mark.slow
@@ -129,7 +129,7 @@ async def test_daily_quota_stops_calls(
     await wait_until(lambda: fake.token_calls(STABLE_APPID) >= 1)
     response = await client.get(f"/v1/apps/{STABLE_APPID}/token", headers=AUTH)
     assert (await response.json())["errcode"] == 45009
-    midnight = schedule.next_quota_reset(time.time())
+    midnight = timing.next_quota_reset(time.time())
     assert int(response.headers["Retry-After"]) == pytest.approx(midnight - time.time(), abs=2)
     assert fake.token_calls(STABLE_APPID) == 1
     # a caller cannot push past the pause either

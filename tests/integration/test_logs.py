@@ -20,7 +20,7 @@ from tests.support.service import Start, ready
 from tokensvc.config import Settings
 from tokensvc.logs import quiet_sensitive_loggers
 from tokensvc.secret import fingerprint
-from tokensvc.wechat.fake import FakeWechat
+from tokensvc.simulator import FakeWechat
 
 
 async def test_logs_hold_fingerprints_never_secrets_tokens_or_keys(

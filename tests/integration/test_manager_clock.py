@@ -18,12 +18,12 @@ from tests.conftest import CLASSIC_APPID, SECRET_ENV, STABLE_APPID, base_config
 from tokensvc.clock import FakeClock
 from tokensvc.config import Settings, parse_settings
 from tokensvc.errors import TokenUnavailable
+from tokensvc.simulator import FakeWechat, serve_fake
 from tokensvc.store.migrate import upgrade_to_head
 from tokensvc.store.repo import TokenStore, make_engine
 from tokensvc.tokens.manager import TokenManager
 from tokensvc.tokens.values import TokenState
 from tokensvc.wechat.client import WechatClient
-from tokensvc.wechat.fake import FakeWechat, serve_fake
 
 # 2026-11-21 10:00 in Beijing
 START = datetime(2026, 11, 21, 2, 0, tzinfo=UTC).timestamp()

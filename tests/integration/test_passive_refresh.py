@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 from tests.conftest import AUTH, CLASSIC_APPID, STABLE_APPID, wait_until
 from tests.support.service import Start, ready
 from tokensvc.config import Settings
-from tokensvc.wechat.fake import FakeWechat
+from tokensvc.simulator import FakeWechat
 
 
 async def current(client: TestClient[Any, Any], appid: str) -> dict[str, Any]:

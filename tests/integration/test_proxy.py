@@ -16,8 +16,8 @@ from tests.conftest import AUTH, CLASSIC_APPID, LIMITED_KEY, STABLE_APPID
 from tests.support.service import Start, ready
 from tokensvc.config import Settings
 from tokensvc.logs import quiet_sensitive_loggers
+from tokensvc.simulator import FAKE_QR_CODE, REFUSING_OPENID, FakeWechat
 from tokensvc.web.keys import METRICS
-from tokensvc.wechat.fake import FAKE_QR_CODE, REFUSING_OPENID, FakeWechat
 
 TEMPLATE = {
     "touser": "openid-1",

@@ -14,8 +14,8 @@ from aiohttp.test_utils import TestClient
 from tests.conftest import ADMIN_KEY, AUTH, CLASSIC_APPID, SECRETS, STABLE_APPID
 from tests.support.service import Start, ready
 from tokensvc.quota import QuotaWatcher
+from tokensvc.simulator import FakeWechat
 from tokensvc.web.keys import CLIENT, CLOCK, MANAGERS, QUOTA
-from tokensvc.wechat.fake import FakeWechat
 
 QUOTA_API = "/cgi-bin/openapi/quota/get"
 TEMPLATE = {"touser": "o-1", "template_id": "t-1", "data": {"first": {"value": "hi"}}}

@@ -38,11 +38,11 @@ from tests.support.replicas import Replica, kill_listeners, listener_pids
 from tests.support.service import free_port
 from tokensvc.clock import FakeClock
 from tokensvc.errors import RefreshDeferred, TokenUnavailable, WechatAPIError
+from tokensvc.simulator import FakeWechat
 from tokensvc.store.migrate import upgrade_to_head
 from tokensvc.store.notify import TokenChangeListener
 from tokensvc.store.repo import TokenStore, make_engine
 from tokensvc.wechat.errcodes import classify
-from tokensvc.wechat.fake import FakeWechat
 
 APPIDS = (CLASSIC_APPID, STABLE_APPID)
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}

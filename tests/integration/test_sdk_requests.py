@@ -28,7 +28,7 @@ from aiohttp.test_utils import TestClient
 
 from tests.conftest import AUTH, CLASSIC_APPID, CLIENT_KEY, STABLE_APPID
 from tests.support.service import Start, ready
-from tokensvc.wechat.fake import FakeWechat
+from tokensvc.simulator import FakeWechat
 
 TEMPLATE_SEND = "/cgi-bin/message/template/send"
 SUBSCRIBE_SEND = "/cgi-bin/message/subscribe/send"

@@ -21,7 +21,7 @@ from aiohttp.test_utils import TestClient
 from tests.conftest import AUTH, CLASSIC_APPID, CLIENT_KEY, SECRETS, STABLE_APPID
 from tests.support.service import Start, ready
 from tokensvc.integrations.wechatpy import TokensvcWeChatClient
-from tokensvc.wechat.fake import FakeWechat
+from tokensvc.simulator import FakeWechat
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")  # wechatpy's own _post
 

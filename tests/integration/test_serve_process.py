@@ -22,7 +22,7 @@ from tests.support.replicas import Replica
 from tests.support.service import free_port, wait_until
 from tokensvc import __version__
 from tokensvc.secret import key_sha256
-from tokensvc.wechat.fake import FakeWechat
+from tokensvc.simulator import FakeWechat
 
 
 def sqlite_url(path: Path) -> str:

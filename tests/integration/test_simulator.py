@@ -8,7 +8,7 @@ import aiohttp
 import pytest
 
 from tokensvc.clock import FakeClock
-from tokensvc.wechat.fake import FakeWechat, serve_fake
+from tokensvc.simulator import FakeWechat, serve_fake
 
 APPID, SECRET = "wxsim0000000001", "sim-secret"
 

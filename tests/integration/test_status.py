@@ -25,22 +25,23 @@ from tests.conftest import (
 from tests.support.service import Start, ready
 from tokensvc.config import AdminConfig, Settings
 from tokensvc.secret import fingerprint
-from tokensvc.status import (
-    STRIP_SLOT_SECONDS,
-    STRIP_SLOTS,
-    AppStatus,
-    day_strip,
-    group_events,
-    lifetime_bar,
-    strip_start,
-)
+from tokensvc.simulator import FakeWechat
+from tokensvc.status_report import AppStatus
 from tokensvc.store.events import EventLog
 from tokensvc.store.migrate import upgrade_to_head
 from tokensvc.store.repo import TokenStore, make_engine
 from tokensvc.tokens.values import RefreshAttempt, TokenState, Trigger
 from tokensvc.web.keys import EVENTS
-from tokensvc.web.status import Formatter, duration
-from tokensvc.wechat.fake import FakeWechat
+from tokensvc.web.status_view import (
+    STRIP_SLOT_SECONDS,
+    STRIP_SLOTS,
+    Formatter,
+    day_strip,
+    duration,
+    group_events,
+    lifetime_bar,
+    strip_start,
+)
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")

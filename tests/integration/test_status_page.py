@@ -28,7 +28,7 @@ from tests.conftest import (
 )
 from tests.support.service import Start, ready, wait_until
 from tokensvc.config import Settings
-from tokensvc.wechat.fake import FakeWechat
+from tokensvc.simulator import FakeWechat
 
 SCREENSHOTS = Path(
     os.environ.get("TOKENSVC_SCREENSHOTS") or Path(__file__).resolve().parents[2] / "test-artifacts"

@@ -10,7 +10,7 @@ from typing import Any
 from tests.conftest import AUTH, CLASSIC_APPID, LIMITED_KEY, STABLE_APPID
 from tests.support.service import Start, ready
 from tokensvc.config import Settings
-from tokensvc.wechat.fake import FakeWechat
+from tokensvc.simulator import FakeWechat
 
 
 async def test_token_answer_shape(

@@ -28,7 +28,7 @@ from tokensvc.errors import (
     UpstreamError,
 )
 from tokensvc.secret import fingerprint
-from tokensvc.tokens import policy, schedule
+from tokensvc.tokens import policy, timing
 from tokensvc.tokens.claims import Claim, ClaimJudge
 from tokensvc.tokens.policy import ClaimVerdict, FailureKind
 from tokensvc.tokens.record import TokenRecord
@@ -285,7 +285,7 @@ class TokenManager(ClaimJudge):
     async def run_scheduled(self) -> float:
         """The scheduler's job: refresh if due, and return seconds until the next run.
 
-        On success, the next run comes from :func:`schedule.refresh_at`. After a failure, the
+        On success, the next run comes from :func:`timing.refresh_at`. After a failure, the
         delay of :func:`policy.retry_delay` (backoff with jitter, ``config_error_retry``, or the
         end of a quota pause); a deferred refresh runs again when the deferral ends.
         """
@@ -304,14 +304,14 @@ class TokenManager(ClaimJudge):
             # WeChat (stable, normal mode) returned the same token, or another replica refreshed:
             # try again a little later rather than at once.
             self._not_before = self._clock.now() + max(
-                schedule.MIN_DELAY, 0.05 * self._wechat.rotation_window
+                timing.MIN_DELAY, 0.05 * self._wechat.rotation_window
             )
-        return max(schedule.MIN_DELAY, self.next_refresh_at() - self._clock.now())
+        return max(timing.MIN_DELAY, self.next_refresh_at() - self._clock.now())
 
     def _retry_delay(self, exc: BaseException) -> float:
         now = self._clock.now()
         if isinstance(exc, RefreshDeferred):
-            return max(schedule.MIN_DELAY, exc.until - now)
+            return max(timing.MIN_DELAY, exc.until - now)
         kind = policy.classify_failure(exc)
         if kind is FailureKind.CONFIG:
             log.error("app %s: configuration error (%s)", self.appid, exc)

@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from tokensvc.errors import TokensvcError, UpstreamError, WechatAPIError
-from tokensvc.tokens import schedule
+from tokensvc.tokens import timing
 from tokensvc.wechat.errcodes import ErrorKind
 
 CONTEST_DEATHS = 3
@@ -78,9 +78,9 @@ def quota_pause_until(exc: UpstreamError, now: float) -> float | None:
     next minute after 45011; None for any other failure (which lifts no pause either)."""
     if isinstance(exc, WechatAPIError):
         if exc.kind is ErrorKind.QUOTA_DAILY:
-            return schedule.next_quota_reset(now)
+            return timing.next_quota_reset(now)
         if exc.kind is ErrorKind.QUOTA_MINUTE:
-            return schedule.next_minute(now)
+            return timing.next_minute(now)
     return None
 
 
@@ -128,13 +128,13 @@ def retry_delay(
 
     ``failures`` counts the transient failures before this one (0-based). Config errors wait
     ``waits.config_error``; quota errors wait until ``pause_until``; the rest back off
-    exponentially with jitter (:func:`schedule.backoff`).
+    exponentially with jitter (:func:`timing.backoff`).
     """
     if kind is FailureKind.CONFIG:
         return waits.config_error
     if kind is FailureKind.QUOTA and pause_until is not None:
-        return max(schedule.MIN_DELAY, pause_until - now)
-    delay = schedule.backoff(failures, base=waits.base, maximum=waits.maximum, rand=rand)
+        return max(timing.MIN_DELAY, pause_until - now)
+    delay = timing.backoff(failures, base=waits.base, maximum=waits.maximum, rand=rand)
     return max(0.01, delay)
 
 

@@ -144,7 +144,7 @@ class ReplicaSync:
     back; the database is named by its URL with the password masked.
 
     While the database is unreachable the managers keep serving what they hold, within the
-    limits of :func:`tokensvc.tokens.schedule.usable_until` (``/readyz`` reports it).
+    limits of :func:`tokensvc.tokens.timing.usable_until` (``/readyz`` reports it).
     ``interval`` is ``[refresh] sync_interval``, seconds.
     """
 

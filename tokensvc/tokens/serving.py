@@ -19,7 +19,7 @@ from tokensvc.clock import Clock
 from tokensvc.config import AppConfig, RefreshConfig, WechatConfig
 from tokensvc.errors import TokenUnavailable
 from tokensvc.secret import matches_sha256, sha256_hex
-from tokensvc.tokens import policy, schedule
+from tokensvc.tokens import policy, timing
 from tokensvc.tokens.record import TokenRecord
 from tokensvc.tokens.storage import TokenStorage
 from tokensvc.tokens.values import AttemptListener, RefreshOutcome, ServedToken, TokenState
@@ -133,7 +133,7 @@ class TokenServing:
 
     def planned_refresh_at(self, record: TokenRecord | None = None) -> float:
         """When the current token is planned to be replaced, from the record alone."""
-        return schedule.refresh_at(
+        return timing.refresh_at(
             record or self._record,
             token_api=self.app.token_api,
             rotation_window=self._wechat.rotation_window,
@@ -313,7 +313,7 @@ class TokenServing:
 
     def _serve(self, record: TokenRecord) -> ServedToken | None:
         now = self._clock.now()
-        until = schedule.usable_until(
+        until = timing.usable_until(
             record,
             now=now,
             token_api=self.app.token_api,
@@ -326,7 +326,7 @@ class TokenServing:
             return None
         if until - now < MIN_SERVE_SECONDS:
             return None
-        expires_in = schedule.caller_expires_in(
+        expires_in = timing.caller_expires_in(
             until, now=now, rotation_window=self._wechat.rotation_window
         )
         return ServedToken(
@@ -373,7 +373,7 @@ class TokenServing:
         if self._store_reachable and now >= next_refresh:
             return None
         window = self._wechat.rotation_window
-        until = schedule.usable_until(
+        until = timing.usable_until(
             record,
             now=now,
             token_api=self.app.token_api,
@@ -382,10 +382,10 @@ class TokenServing:
             rotation_window=window,
             store_reachable=self._store_reachable,
         )
-        if schedule.caller_expires_in(until, now=now, rotation_window=window) != served.expires_in:
+        if timing.caller_expires_in(until, now=now, rotation_window=window) != served.expires_in:
             return None  # a second boundary passed since it was computed
         horizon = min(
-            until - schedule.serve_safety(window) - served.expires_in,
+            until - timing.serve_safety(window) - served.expires_in,
             until - MIN_SERVE_SECONDS,
             next_refresh if self._store_reachable else math.inf,
         )

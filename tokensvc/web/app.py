@@ -23,7 +23,7 @@ from tokensvc.errors import StoreUnavailable
 from tokensvc.metrics import Metrics
 from tokensvc.quota import QuotaWatcher
 from tokensvc.sender import Sender
-from tokensvc.status import PassiveTally
+from tokensvc.status_report import PassiveTally
 from tokensvc.store.events import EventLog
 from tokensvc.store.filelock import exclusive_database, make_private, sqlite_file
 from tokensvc.store.migrate import upgrade_to_head
@@ -32,7 +32,7 @@ from tokensvc.store.repo import TokenStore, make_engine
 from tokensvc.tokens.manager import TokenManager
 from tokensvc.tokens.scheduler import RefreshScheduler, ReplicaSync
 from tokensvc.tokens.serving import IssuedTokens
-from tokensvc.web import api, facade, health, openapi, proxy, status
+from tokensvc.web import api, facade, health, openapi, operator, proxy
 from tokensvc.web.access_log import ACCESS_SUMMARY, SUMMARY_SECONDS, AccessSummary
 from tokensvc.web.auth import Authenticator
 from tokensvc.web.errors import Unmatched, json_errors
@@ -85,7 +85,7 @@ def create_app(settings: Settings) -> web.Application:
             _scheduler,
         ]
     )
-    routes = [*api.routes, *health.routes, *openapi.routes, *proxy.routes, *status.routes]
+    routes = [*api.routes, *health.routes, *openapi.routes, *proxy.routes, *operator.routes]
     # aiohttp tries every /v1/apps/{appid}/... resource in registration order: hottest first
     hot = [r for r in routes if getattr(r, "handler", None) in _HOT_HANDLERS]
     rest = [r for r in routes if r not in hot]

@@ -11,7 +11,7 @@ from tokensvc.config import Settings
 from tokensvc.metrics import Metrics
 from tokensvc.quota import QuotaWatcher
 from tokensvc.sender import Sender
-from tokensvc.status import PassiveTally
+from tokensvc.status_report import PassiveTally
 from tokensvc.store.events import EventLog
 from tokensvc.store.repo import TokenStore
 from tokensvc.tokens.manager import TokenManager

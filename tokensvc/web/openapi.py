@@ -6,12 +6,12 @@ from typing import Any
 
 from aiohttp import web
 
-from tokensvc.status import DAILY_LIMITS
+from tokensvc.status_report import DAILY_LIMITS
 from tokensvc.store.events import EVENT_OUTCOMES
 from tokensvc.tokens.serving import NEXT_ATTEMPT_REASONS
 from tokensvc.tokens.values import TokenState, Trigger
 from tokensvc.web.facade import WECHAT_ROOTS
-from tokensvc.web.status import MAX_PAGE, MAX_QUERY, STATE_FILTERS
+from tokensvc.web.operator import MAX_PAGE, MAX_QUERY, STATE_FILTERS
 from tokensvc.wechat.errcodes import TOKEN_ERRCODES
 from tokensvc.wechat.messages import (
     CUSTOM_MSGTYPES,

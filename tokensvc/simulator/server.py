@@ -36,7 +36,7 @@ from typing import Any
 from aiohttp import web
 
 from tokensvc.clock import Clock, SystemClock
-from tokensvc.web.access_log import AccessLogger
+from tokensvc.logs import PathAccessLogger
 
 log = logging.getLogger(__name__)
 
@@ -596,7 +596,7 @@ async def serve_fake(
     """Run ``fake`` on ``host:port`` (0: a free port) and yield its base URL."""
     runner = web.AppRunner(
         fake.make_app(),
-        access_log_class=AccessLogger,
+        access_log_class=PathAccessLogger,
         access_log=logging.getLogger("tokensvc.fake.access"),
     )
     await runner.setup()

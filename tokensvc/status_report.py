@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import collections
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from tokensvc.clock import Clock, rfc3339
 from tokensvc.secret import fingerprint
 from tokensvc.store.events import EventLog
-from tokensvc.tokens import schedule
+from tokensvc.tokens import timing
 from tokensvc.tokens.manager import TokenManager
 from tokensvc.tokens.record import ErrorInfo
 from tokensvc.tokens.values import RefreshAttempt, TokenState
@@ -55,7 +55,7 @@ class PassiveTally:
         self._counts: collections.Counter[tuple[str, str, bool]] = collections.Counter()
 
     def _today(self) -> float:
-        return schedule.next_quota_reset(self._clock.now())
+        return timing.next_quota_reset(self._clock.now())
 
     def add(self, appid: str, client: str, refreshed: bool) -> None:
         """Count one passive-refresh request."""
@@ -200,7 +200,7 @@ async def collect_apps(
 ) -> list[AppStatus]:
     """Every app's :class:`AppStatus`, in configuration order; one database query (the calls
     to WeChat's token API today, China time). Raises :class:`StoreUnavailable`."""
-    day_start = schedule.next_quota_reset(now) - 86400
+    day_start = timing.next_quota_reset(now) - 86400
     calls_today = await events.count_since(day_start)
     return [
         app_status(manager, now=now, calls_today=calls_today.get(appid, 0), tally=tally)
@@ -245,186 +245,3 @@ async def build_status(
     apps = await collect_apps(managers, events, tally, now)
     recent = [event_json(event) for event in await events.latest(50)]
     return {"now": rfc3339(now), "apps": [app.to_json() for app in apps], "events": recent}
-
-
-# ---- the page's pictures ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LifetimeBar:
-    """Where one app's token lifetime sits on its bar: positions in percent of the bar's width
-    (0 to 100), None for what is not there.
-
-    ``fetched``/``expiry`` bound the current token's life; ``refresh`` is its planned refresh;
-    ``rejected`` when WeChat proved it dead (it is not served from then on);
-    ``overlap`` the span (from, to) in which the previous token is still valid too; ``next``
-    the next attempt when it is not the planned refresh (failing, paused, contested, due);
-    ``now`` always. ``start``/``end``: the instants (UTC epoch seconds) at 0 and 100 %.
-    """
-
-    start: float
-    end: float
-    now: float
-    fetched: float | None
-    refresh: float | None
-    expiry: float | None
-    rejected: float | None
-    overlap: tuple[float, float] | None
-    next: float | None
-
-
-BAR_PADDING = 0.03
-"""Share of the bar's span left free at each end, so markers at the ends stay visible."""
-
-
-def lifetime_bar(app: AppStatus, now: float) -> LifetimeBar:
-    """The :class:`LifetimeBar` of ``app`` at ``now``.
-
-    The axis runs from the token's fetch (or ``now`` without a token) to the latest of its
-    expiry, ``now`` and the next attempt, with :data:`BAR_PADDING` at both ends.
-    """
-    unplanned = app.next_refresh_reason not in ("schedule", "first_fetch")
-    lo = app.fetched_at if app.fetched_at is not None else now
-    lo = min(lo, now)
-    hi = max(now, app.expires_at or now, app.next_refresh_at if unplanned else now)
-    if app.fetched_at is None:
-        hi = max(hi, app.next_refresh_at)
-    span = max(hi - lo, 1.0)
-    pad = BAR_PADDING * span
-    start, end = lo - pad, hi + pad
-
-    def pct(at: float | None) -> float | None:
-        if at is None:
-            return None
-        return round(min(100.0, max(0.0, 100 * (at - start) / (end - start))), 2)
-
-    fetched, expiry = pct(app.fetched_at), pct(app.expires_at)
-    overlap_to = pct(app.previous_valid_until)
-    overlap = (fetched, overlap_to) if fetched is not None and overlap_to is not None else None
-    next_at = app.next_refresh_at if unplanned or app.fetched_at is None else None
-    return LifetimeBar(
-        start=start,
-        end=end,
-        now=pct(now) or 0.0,
-        fetched=fetched,
-        refresh=pct(app.planned_refresh_at),
-        expiry=expiry,
-        rejected=pct(app.rejected_at),
-        overlap=overlap,
-        next=pct(next_at),
-    )
-
-
-@dataclass(frozen=True)
-class EventGroup:
-    """A run of identical events of one app (same trigger, outcome, errcode and token
-    fingerprint), newest first: ``count`` of them from ``first_at`` to ``last_at`` (UTC epoch
-    seconds); ``errmsg``, ``rid`` and ``latency`` (seconds) of the newest."""
-
-    appid: str
-    trigger: str
-    outcome: str
-    errcode: int | None
-    fingerprint: str | None
-    errmsg: str | None
-    rid: str | None
-    latency: float
-    count: int
-    first_at: float
-    last_at: float
-
-
-def group_events(events: Iterable[RefreshAttempt]) -> list[EventGroup]:
-    """Group runs of identical events per app; ``events`` newest first, groups newest first.
-
-    Events of other apps in between do not break a run: a flood of one app's errors becomes
-    one line while the other apps' events keep theirs.
-    """
-    groups: list[EventGroup] = []
-    open_of: dict[str, int] = {}  # appid -> index of its open group in ``groups``
-    for event in events:
-        key = (event.trigger.value, event.outcome, event.errcode, event.fingerprint)
-        index = open_of.get(event.appid)
-        if index is not None:
-            group = groups[index]
-            if (group.trigger, group.outcome, group.errcode, group.fingerprint) == key:
-                groups[index] = _extended(group, event.at)
-                continue
-        open_of[event.appid] = len(groups)
-        groups.append(
-            EventGroup(
-                event.appid,
-                *key,
-                errmsg=event.errmsg,
-                rid=event.rid,
-                latency=event.latency,
-                count=1,
-                first_at=event.at,
-                last_at=event.at,
-            )
-        )
-    return groups
-
-
-def _extended(group: EventGroup, at: float) -> EventGroup:
-    return EventGroup(
-        group.appid,
-        group.trigger,
-        group.outcome,
-        group.errcode,
-        group.fingerprint,
-        group.errmsg,
-        group.rid,
-        group.latency,
-        group.count + 1,
-        min(group.first_at, at),
-        group.last_at,
-    )
-
-
-STRIP_SLOTS = 48
-"""A day strip has this many slots..."""
-STRIP_SLOT_SECONDS = 1800
-"""...of this many seconds each: the last 24 hours in half hours."""
-
-
-@dataclass(frozen=True)
-class StripSlot:
-    """One slot of a day strip: from ``start`` (UTC epoch seconds), the refreshes that worked
-    (``ok``: success or unchanged), the failed calls (``errors``) and the notes (``dead``,
-    ``contested``)."""
-
-    start: float
-    ok: int
-    errors: int
-    notes: int
-
-    @property
-    def level(self) -> str:
-        """``none``, ``ok``, ``mixed`` (errors and refreshes) or ``error`` (a CSS class)."""
-        bad = self.errors + self.notes
-        if not bad:
-            return "ok" if self.ok else "none"
-        return "mixed" if self.ok else "error"
-
-
-def strip_start(now: float) -> float:
-    """The start of the first slot of the strip that ends with the slot holding ``now``."""
-    return (math.floor(now / STRIP_SLOT_SECONDS) + 1 - STRIP_SLOTS) * STRIP_SLOT_SECONDS
-
-
-def day_strip(counts: Mapping[int, Mapping[str, int]], start: float) -> list[StripSlot]:
-    """The :data:`STRIP_SLOTS` slots from ``start``, given event counts by slot index and
-    outcome (:meth:`EventLog.slot_counts`)."""
-    slots = []
-    for index in range(STRIP_SLOTS):
-        by_outcome = counts.get(index, {})
-        slots.append(
-            StripSlot(
-                start + index * STRIP_SLOT_SECONDS,
-                ok=by_outcome.get("success", 0) + by_outcome.get("unchanged", 0),
-                errors=by_outcome.get("error", 0),
-                notes=by_outcome.get("dead", 0) + by_outcome.get("contested", 0),
-            )
-        )
-    return slots

@@ -1,4 +1,6 @@
-"""Pure schedule math: when to refresh, how long a caller may keep a token, backoff.
+"""Pure token timing math: when to refresh, how long a caller may keep a token, backoff.
+(The job wiring that acts on it is :mod:`tokensvc.tokens.scheduler`.)
+
 
 All instants are UTC epoch seconds, durations seconds. No I/O and no clock reads: the caller
 passes ``now``. WeChat docs: access_token (classic: each new token invalidates the previous one

@@ -18,7 +18,6 @@ import secrets
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -29,26 +28,25 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from tokensvc.clock import rfc3339
 from tokensvc.errors import StoreUnavailable, TokensvcError
 from tokensvc.secret import fingerprint
-from tokensvc.status import (
-    FAILING_FIRST,
-    STRIP_SLOT_SECONDS,
-    AppStatus,
-    EventGroup,
-    LifetimeBar,
-    StripSlot,
-    build_status,
-    collect_apps,
-    day_strip,
-    group_events,
-    lifetime_bar,
-    strip_start,
-)
+from tokensvc.status_report import FAILING_FIRST, AppStatus, build_status, collect_apps
 from tokensvc.store.events import EVENT_OUTCOMES
 from tokensvc.tokens.manager import TokenManager
 from tokensvc.tokens.values import RefreshOutcome, TokenState, Trigger
 from tokensvc.web.api import configured_manager, token_body
 from tokensvc.web.errors import domain_error, json_error
 from tokensvc.web.keys import AUTH, CLOCK, EVENTS, MANAGERS, METRICS, PASSIVE_TALLY, SETTINGS
+from tokensvc.web.status_view import (
+    STRIP_SLOT_SECONDS,
+    Card,
+    EventGroup,
+    Formatter,
+    confirm_texts,
+    day_strip,
+    group_events,
+    lifetime_bar,
+    next_reason,
+    strip_start,
+)
 
 routes = web.RouteTableDef()
 
@@ -126,129 +124,6 @@ class PageQuery:
         values = dataclasses.asdict(dataclasses.replace(self, **changes))
         kept = {k: v for k, v in values.items() if v and not (k == "page" and v == 1)}
         return "/status" + ("?" + urlencode(kept) if kept else "")
-
-
-@dataclass(frozen=True)
-class Card:
-    """One app on the page: its status, its lifetime bar, its last 24 hours, and what its
-    buttons ask before they act (``None``: no such button)."""
-
-    app: AppStatus
-    bar: LifetimeBar
-    strip: list[StripSlot]
-    confirm_rotate: str
-    confirm_revoke: str | None
-
-
-def duration(seconds: float) -> str:
-    """A duration in words: ``5 seconds``, ``5 minutes``, ``2 hours``."""
-    if seconds < 90:
-        value, unit = round(seconds, 1), "second"
-    elif seconds < 90 * 60:
-        value, unit = round(seconds / 60, 1), "minute"
-    else:
-        value, unit = round(seconds / 3600, 1), "hour"
-    return f"{value:g} {unit}{'' if value == 1 else 's'}"
-
-
-def confirm_texts(app: AppStatus, *, rotation_window: float, revoke_gap: float) -> tuple[str, str]:
-    """What "Refresh now" and "Revoke leaked token" ask before they act, from the configured
-    ``[wechat] rotation_window`` and ``[refresh] revoke_gap`` (seconds)."""
-    who = f"{app.name} ({app.appid})"
-    window = duration(rotation_window)
-    if app.token_api == "classic":
-        rotate = (
-            f"Refresh the access_token of {who} now?\n\nWeChat issues a new token; the current "
-            f"one stays valid for {window} (rotation_window), then callers still holding it "
-            "get errcode 40001."
-        )
-    else:
-        rotate = (
-            f"Refresh the access_token of {who} now?\n\nA stable token only changes in its last "
-            f"{window} (rotation_window); before that WeChat hands back the same token."
-        )
-    revoke = (
-        f"Revoke the access_token of {who} as leaked?\n\nThis makes two force refreshes "
-        f"{duration(revoke_gap)} apart (WeChat allows 20 a day). After the second, the leaked "
-        "token no longer works: callers still holding it get errcode 40001 until they fetch "
-        "the new token."
-    )
-    return rotate, revoke
-
-
-class Formatter:
-    """Times for the page, relative to the page's ``now`` (UTC epoch seconds): clock times in
-    UTC (with the date when it is not today's), countdowns, durations."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-        self._today = datetime.fromtimestamp(now, UTC).date()
-
-    def iso(self, at: float | None) -> str:
-        """RFC 3339 UTC, or an empty string."""
-        return rfc3339(at) or ""
-
-    def time(self, at: float) -> str:
-        """``14:54:32``, or ``Nov 05 14:54:32`` on another day (UTC)."""
-        moment = datetime.fromtimestamp(at, UTC)
-        if moment.date() == self._today:
-            return moment.strftime("%H:%M:%S")
-        return moment.strftime("%b %d %H:%M:%S")
-
-    def slot(self, start: float) -> str:
-        """A strip slot: ``16:30–17:00`` (UTC), with the date when it is not today's."""
-        end = datetime.fromtimestamp(start + STRIP_SLOT_SECONDS, UTC).strftime("%H:%M")
-        return f"{self.time(start)[:-3]}–{end}"
-
-    def span(self, first: float, last: float) -> str:
-        """``14:54:32–14:54:43`` (one time when they are the same second)."""
-        a, b = self.time(first), self.time(last)
-        if a == b:
-            return a
-        if a[:6] == b[:6] and not a[0].isdigit():  # same other day: the date once
-            b = b[7:]
-        return f"{a}–{b}"
-
-    def until(self, at: float) -> str:
-        """``in 4 min 2 s``, or ``now`` when it is due."""
-        left = at - self.now
-        return "now" if left < 0.5 else "in " + self.amount(left)
-
-    def ago(self, at: float) -> str:
-        """``3 min ago``."""
-        return self.amount(max(0.0, self.now - at)) + " ago"
-
-    @staticmethod
-    def amount(seconds: float) -> str:
-        """``28 s``, ``4 min 2 s``, ``1 h 50 min``, ``2 d 3 h``."""
-        s = math.ceil(seconds - 1e-9)
-        if s < 60:
-            return f"{s} s"
-        if s < 3600:
-            return f"{s // 60} min {s % 60} s" if s % 60 else f"{s // 60} min"
-        if s < 86400:
-            m = s // 60
-            return f"{m // 60} h {m % 60} min" if m % 60 else f"{m // 60} h"
-        h = s // 3600
-        return f"{h // 24} d {h % 24} h" if h % 24 else f"{h // 24} d"
-
-
-NEXT_REASON_TEXT = {
-    "first_fetch": "first fetch",
-    "schedule": "planned refresh",
-    "token_rejected": "WeChat rejected the current token: replacing it",
-    "backoff": "retry after {failures} failed attempt{s} (backoff)",
-    "config_error": "configuration error: retried only every config_error_retry",
-    "quota_pause": "quota exhausted: paused until WeChat resets it",
-    "contested": "contested: replacements back off",
-}
-"""How the page explains ``next_refresh_reason``."""
-
-
-def next_reason(app: AppStatus) -> str:
-    """Why the next attempt is when it is, in words."""
-    text = NEXT_REASON_TEXT[app.next_refresh_reason]
-    return text.format(failures=app.failures, s="" if app.failures == 1 else "s")
 
 
 async def _status_page(request: web.Request, query: PageQuery) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from tokensvc.clock import FakeClock
-from tokensvc.tokens import schedule
+from tokensvc.tokens import timing
 from tokensvc.tokens.record import TokenRecord
 from tokensvc.wechat.client import TokenGrant
 
@@ -23,12 +23,12 @@ def record(clock: FakeClock, lifetime: float) -> TokenRecord:
 def test_classic_refreshes_margin_before_expiry_from_the_returned_lifetime() -> None:
     clock = FakeClock()
     rec = record(clock, 7200)
-    at = schedule.refresh_at(rec, token_api="classic", rotation_window=300, classic_margin=600)
+    at = timing.refresh_at(rec, token_api="classic", rotation_window=300, classic_margin=600)
     assert at == clock.now() + 6600
     # a different expires_in from WeChat moves the schedule: never a constant 7200
     rec = record(clock, 3600)
     assert (
-        schedule.refresh_at(rec, token_api="classic", rotation_window=300, classic_margin=600)
+        timing.refresh_at(rec, token_api="classic", rotation_window=300, classic_margin=600)
         == clock.now() + 3000
     )
 
@@ -36,16 +36,16 @@ def test_classic_refreshes_margin_before_expiry_from_the_returned_lifetime() -> 
 def test_short_lifetimes_scale_the_margin_down() -> None:
     clock = FakeClock()
     rec = record(clock, 16)
-    at = schedule.refresh_at(rec, token_api="classic", rotation_window=300, classic_margin=600)
+    at = timing.refresh_at(rec, token_api="classic", rotation_window=300, classic_margin=600)
     assert at == clock.now() + 12  # a quarter of the lifetime before expiry, not 600 s before
-    at = schedule.refresh_at(rec, token_api="stable", rotation_window=300, classic_margin=600)
+    at = timing.refresh_at(rec, token_api="stable", rotation_window=300, classic_margin=600)
     assert clock.now() < at < rec.expires_at  # type: ignore[operator]
 
 
 def test_stable_refreshes_inside_wechats_last_window() -> None:
     clock = FakeClock()
     rec = record(clock, 7200)
-    at = schedule.refresh_at(rec, token_api="stable", rotation_window=300, classic_margin=600)
+    at = timing.refresh_at(rec, token_api="stable", rotation_window=300, classic_margin=600)
     assert rec.expires_at is not None
     assert rec.expires_at - 300 < at < rec.expires_at
     assert at == rec.expires_at - 240
@@ -53,7 +53,7 @@ def test_stable_refreshes_inside_wechats_last_window() -> None:
 
 def test_no_token_is_due_at_once() -> None:
     assert (
-        schedule.refresh_at(
+        timing.refresh_at(
             TokenRecord("wx1"), token_api="classic", rotation_window=300, classic_margin=600
         )
         == -math.inf
@@ -68,11 +68,11 @@ def until(
     reachable: bool = True,
     token_api: str = "classic",  # noqa: S107
 ) -> float:
-    return schedule.usable_until(
+    return timing.usable_until(
         rec,
         now=now,
         token_api=token_api,
-        planned_refresh_at=schedule.refresh_at(
+        planned_refresh_at=timing.refresh_at(
             rec, token_api=token_api, rotation_window=300, classic_margin=600
         ),
         next_refresh_at=next_refresh,
@@ -82,7 +82,7 @@ def until(
 
 
 def expires_in(rec: TokenRecord, now: float, next_refresh: float, **kw: object) -> int:
-    return schedule.caller_expires_in(
+    return timing.caller_expires_in(
         until(rec, now, next_refresh, **kw),  # type: ignore[arg-type]
         now=now,
         rotation_window=300,
@@ -135,16 +135,16 @@ def test_a_proven_dead_token_is_not_usable() -> None:
 
 
 def test_backoff_grows_exponentially_is_capped_and_jittered() -> None:
-    delays = [schedule.backoff(n, base=1, maximum=60, rand=lambda: 0.999999) for n in range(10)]
+    delays = [timing.backoff(n, base=1, maximum=60, rand=lambda: 0.999999) for n in range(10)]
     assert delays[:4] == pytest.approx([1, 2, 4, 8], rel=1e-3)
     assert max(delays) == pytest.approx(60, rel=1e-3)
-    assert schedule.backoff(3, base=1, maximum=60, rand=lambda: 0.0) == 4.0  # jitter halves at most
+    assert timing.backoff(3, base=1, maximum=60, rand=lambda: 0.0) == 4.0  # jitter halves at most
 
 
 def test_quota_resets_at_midnight_china_time() -> None:
     now = datetime(2026, 11, 21, 15, 59, 0, tzinfo=UTC).timestamp()  # 23:59 in Beijing
-    assert schedule.next_quota_reset(now) == datetime(2026, 11, 21, 16, 0, tzinfo=UTC).timestamp()
-    assert schedule.next_minute(now + 1.5) == now + 60
+    assert timing.next_quota_reset(now) == datetime(2026, 11, 21, 16, 0, tzinfo=UTC).timestamp()
+    assert timing.next_minute(now + 1.5) == now + 60
 
 
 def test_with_grant_keeps_the_old_token_for_the_window_only() -> None:
