@@ -50,7 +50,7 @@ MAX_ECHOSTR = 128
 """Longest ``echostr`` echoed (WeChat sends a number of about 19 digits)."""
 
 _NONCE_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_ECHOSTR_RE = re.compile(r"^[\x21-\x7e]+$")
+_ECHOSTR_RE = re.compile(r"^[A-Za-z0-9+/=_-]+$")
 
 
 class PushRefused(Exception):
@@ -95,8 +95,8 @@ def _check_signature(push: PushConfig, query: Mapping[str, str], now: float) -> 
 def verify_url(push: PushConfig, query: Mapping[str, str], now: float) -> str:
     """WeChat's URL check (``GET URL?signature&timestamp&nonce&echostr``): the ``echostr`` to
     answer when ``signature`` holds; raises :class:`PushRefused` otherwise (also for an
-    ``echostr`` that is not up to :data:`MAX_ECHOSTR` printable ASCII characters, since the
-    signature does not cover it)."""
+    ``echostr`` that is not up to :data:`MAX_ECHOSTR` letters, digits and ``+/=_-``: the
+    signature does not cover it, so no markup is ever echoed)."""
     _check_signature(push, query, now)
     echostr = query.get("echostr", "")
     if not echostr or len(echostr) > MAX_ECHOSTR or not _ECHOSTR_RE.match(echostr):
