@@ -14,8 +14,14 @@ when it can afford to:
 - any other failure (busy, timeout) waits for the next round.
 
 Below :data:`LOW_FRACTION` remaining, a reading is ``low``: the watcher logs one WARNING per
-app, API and day and calls ``on_low`` (the status page and ``/v1/status`` show it, the metric
-``tokensvc_wechat_quota_remaining`` lets an alert fire before 45009 hits).
+app, API and day and calls ``on_low`` (the app writes it as a ``quota_low`` event; the status
+page and ``/v1/status`` show the readings, the metric ``tokensvc_wechat_quota_remaining`` lets an
+alert fire before 45009 hits).
+
+It also counts the calls this process forwarded per app and API today (China time), shown next
+to the readings, so an operator sees what tokensvc itself spends even for an API ``quota/get``
+does not report. (Calls to the token APIs are counted from the events table instead, across
+replicas.)
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from tokensvc.clock import Clock, rfc3339
 from tokensvc.errors import TokensvcError, TokenUnavailable, WechatAPIError
 from tokensvc.tokens.manager import TokenManager
 from tokensvc.tokens.timing import next_quota_reset
+from tokensvc.tokens.values import RefreshAttempt, Trigger
 from tokensvc.wechat.client import CLASSIC_TOKEN_API, STABLE_TOKEN_API, WechatClient
 from tokensvc.wechat.errcodes import DAILY_QUOTA_ERRCODE
 
@@ -72,6 +79,25 @@ class QuotaReading:
         }
 
 
+def quota_low_event(reading: QuotaReading) -> RefreshAttempt:
+    """The ``quota_low`` event of a low reading (trigger ``quota``; no token, no latency), as
+    the events table and the status page show it."""
+    return RefreshAttempt(
+        appid=reading.appid,
+        trigger=Trigger.QUOTA,
+        outcome="quota_low",
+        errcode=None,
+        errmsg=(
+            f"WeChat quota of {reading.api} low: {reading.remain:,} of {reading.daily_limit:,} "
+            "calls left today (45009 at 0; resets at midnight China time)"
+        ),
+        rid=None,
+        fingerprint=None,
+        latency=0.0,
+        at=reading.checked_at,
+    )
+
+
 class QuotaWatcher:
     """Reads and keeps the quotas of every app (module docstring); :meth:`run` is the loop."""
 
@@ -83,14 +109,15 @@ class QuotaWatcher:
         *,
         interval: float = 600.0,
         first_delay: float = 30.0,
-        on_reading: Callable[[QuotaReading], None] | None = None,
+        on_low: Callable[[QuotaReading], None] | None = None,
     ) -> None:
         self._client = client
         self._managers = managers
         self._clock = clock
         self.interval = interval
         self.first_delay = first_delay
-        self._on_reading = on_reading
+        self._on_low = on_low
+        self._calls_reset_at = next_quota_reset(clock.now())
         self._calls: dict[str, collections.Counter[str]] = collections.defaultdict(
             collections.Counter
         )
@@ -99,8 +126,20 @@ class QuotaWatcher:
         self._warned: set[tuple[str, str, float]] = set()
 
     def note_call(self, appid: str, api: str) -> None:
-        """Count one call tokensvc forwarded for ``appid`` to ``api`` (a WeChat path)."""
+        """Count one call tokensvc forwarded for ``appid`` to ``api`` (a WeChat path) today."""
+        self._roll_day()
         self._calls[appid][api] += 1
+
+    def forwarded_today(self, appid: str) -> dict[str, int]:
+        """``{api: calls}`` this process forwarded for ``appid`` today (China time), most first."""
+        self._roll_day()
+        return dict(self._calls[appid].most_common()) if appid in self._calls else {}
+
+    def _roll_day(self) -> None:
+        now = self._clock.now()
+        if now >= self._calls_reset_at:
+            self._calls_reset_at = next_quota_reset(now)
+            self._calls.clear()
 
     def readings(self, appid: str) -> list[QuotaReading]:
         """The app's latest reading per API, the token API first."""
@@ -172,8 +211,6 @@ class QuotaWatcher:
                 await asyncio.sleep(self.interval)
 
     def _note(self, reading: QuotaReading) -> None:
-        if self._on_reading is not None:
-            self._on_reading(reading)
         if not reading.low:
             return
         day = next_quota_reset(reading.checked_at)
@@ -189,3 +226,5 @@ class QuotaWatcher:
             reading.remain,
             reading.daily_limit,
         )
+        if self._on_low is not None:
+            self._on_low(reading)

@@ -8,12 +8,14 @@ instants are UTC epoch seconds until they are rendered (RFC 3339 in JSON).
 from __future__ import annotations
 
 import collections
+import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from tokensvc.clock import Clock, rfc3339
+from tokensvc.quota import QuotaReading, QuotaWatcher
 from tokensvc.secret import fingerprint
 from tokensvc.store.events import EventLog
 from tokensvc.tokens import timing
@@ -90,6 +92,9 @@ class AppStatus:
     proved the current token dead (it is never served again). ``last_error`` is kept after a
     success (``error_current`` is False then). ``has_token``: a token was
     fetched (it may have expired or been rejected since); ``served``: callers get it now.
+    ``quota``: WeChat's latest ``quota/get`` readings (token API first; empty until the first
+    round, about 30 s after start); ``forwarded_today``: ``{api: calls}`` this process forwarded
+    today (China time), most first.
     """
 
     appid: str
@@ -116,6 +121,13 @@ class AppStatus:
     revoke_second_at: float | None
     has_token: bool
     served: bool
+    quota: tuple[QuotaReading, ...] = ()
+    forwarded_today: Mapping[str, int] = dataclasses.field(default_factory=dict)
+
+    @property
+    def quota_low(self) -> tuple[QuotaReading, ...]:
+        """The readings with less than 10 % of the daily limit left."""
+        return tuple(reading for reading in self.quota if reading.low)
 
     @property
     def failing(self) -> bool:
@@ -154,14 +166,23 @@ class AppStatus:
             "daily_limit": self.daily_limit,
             "passive_today": self.passive_today,
             "revoke_second_at": rfc3339(self.revoke_second_at),
+            "quota": [reading.as_json() for reading in self.quota],
+            "forwarded_today": dict(self.forwarded_today),
         }
 
 
 def app_status(
-    manager: TokenManager, *, now: float, calls_today: int, tally: PassiveTally
+    manager: TokenManager,
+    *,
+    now: float,
+    calls_today: int,
+    tally: PassiveTally,
+    quota: QuotaWatcher | None = None,
 ) -> AppStatus:
     """The :class:`AppStatus` of one app, from memory (no I/O)."""
     record = manager.record
+    readings = tuple(quota.readings(manager.appid)) if quota is not None else ()
+    notice = CONTESTED_NOTICE if manager.contested() else quota_notice(readings)
     token = record.access_token
     next_at, reason = manager.next_attempt()
     planned = manager.planned_refresh_at() if token else None
@@ -171,7 +192,7 @@ def app_status(
         kind=manager.app.kind,
         token_api=manager.app.token_api,
         state=manager.state(),
-        notice=CONTESTED_NOTICE if manager.contested() else None,
+        notice=notice,
         fingerprint=fingerprint(token) if token else None,
         version=record.version,
         fetched_at=record.fetched_at,
@@ -192,18 +213,39 @@ def app_status(
         revoke_second_at=manager.revoke_second_at,
         has_token=token is not None,
         served=manager.served() is not None,
+        quota=readings,
+        forwarded_today=quota.forwarded_today(manager.appid) if quota is not None else {},
+    )
+
+
+def quota_notice(readings: Iterable[QuotaReading]) -> str | None:
+    """What the page says of an app whose WeChat quota is low (None when none is)."""
+    low = [r for r in readings if r.low]
+    if not low:
+        return None
+    spent = "; ".join(f"{r.api}: {r.remain:,} of {r.daily_limit:,} calls left" for r in low)
+    return (
+        f"WeChat quota low ({spent}). At 0 WeChat answers 45009 until midnight China time: "
+        "find what spends it (events, forwarded calls below), or reset it once with "
+        "clear_quota (docs/wechat.md#quota-tools)."
     )
 
 
 async def collect_apps(
-    managers: Mapping[str, TokenManager], events: EventLog, tally: PassiveTally, now: float
+    managers: Mapping[str, TokenManager],
+    events: EventLog,
+    tally: PassiveTally,
+    now: float,
+    quota: QuotaWatcher | None = None,
 ) -> list[AppStatus]:
     """Every app's :class:`AppStatus`, in configuration order; one database query (the calls
     to WeChat's token API today, China time). Raises :class:`StoreUnavailable`."""
     day_start = timing.next_quota_reset(now) - 86400
     calls_today = await events.count_since(day_start)
     return [
-        app_status(manager, now=now, calls_today=calls_today.get(appid, 0), tally=tally)
+        app_status(
+            manager, now=now, calls_today=calls_today.get(appid, 0), tally=tally, quota=quota
+        )
         for appid, manager in managers.items()
     ]
 
@@ -228,13 +270,16 @@ async def build_status(
     events: EventLog,
     tally: PassiveTally,
     clock: Clock,
+    quota: QuotaWatcher | None = None,
 ) -> dict[str, Any]:
     """The status document.
 
     ``{"now", "apps": [{"appid", "name", "kind", "token_api", "state", "notice", "fingerprint",
     "version", "fetched_at", "expires_at", "rejected_at", "planned_refresh_at", "next_refresh_at",
     "next_refresh_reason", "previous_valid_until", "last_error", "failures",
-    "upstream_calls_today", "daily_limit", "passive_today", "revoke_second_at"}], "events":
+    "upstream_calls_today", "daily_limit", "passive_today", "revoke_second_at", "quota": [{"api",
+    "daily_limit", "used", "remain", "low", "checked_at"}], "forwarded_today": {api: calls}}],
+    "events":
     [{"at", "appid", "trigger", "outcome", "errcode", "errmsg", "rid", "fingerprint",
     "latency_ms"}]}``; times RFC 3339 UTC, ``last_error`` null or ``{errcode, errmsg, rid, at}``
     (the last failed attempt, kept after a success). See
@@ -242,6 +287,6 @@ async def build_status(
     events cannot be read.
     """
     now = clock.now()
-    apps = await collect_apps(managers, events, tally, now)
+    apps = await collect_apps(managers, events, tally, now, quota)
     recent = [event_json(event) for event in await events.latest(50)]
     return {"now": rfc3339(now), "apps": [app.to_json() for app in apps], "events": recent}

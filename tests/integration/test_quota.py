@@ -12,12 +12,13 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.conftest import ADMIN_KEY, AUTH, CLASSIC_APPID, SECRETS, STABLE_APPID
-from tests.support.service import Start, ready
+from tests.support.service import Start, ready, wait_until
 from tokensvc.quota import QuotaWatcher
 from tokensvc.simulator import FakeWechat
 from tokensvc.web.keys import CLIENT, CLOCK, MANAGERS, QUOTA
 
 QUOTA_API = "/cgi-bin/openapi/quota/get"
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 TEMPLATE = {"touser": "o-1", "template_id": "t-1", "data": {"first": {"value": "hi"}}}
 
 
@@ -78,7 +79,7 @@ async def test_low_quota_warns_once_and_quota_get_over_quota_stops_reading(
         while fake.token_calls(STABLE_APPID) < 19:
             async with session.post(f"{fake_url}/cgi-bin/stable_token", json=body) as answer:
                 assert "access_token" in await answer.json()
-    watcher = watcher_of(service)
+    watcher = service.server.app[QUOTA]  # the running service's: its warning is an event too
     manager = service.server.app[MANAGERS][STABLE_APPID]
     with caplog.at_level(logging.WARNING, logger="tokensvc.quota"):
         await watcher.check(manager)
@@ -89,6 +90,27 @@ async def test_low_quota_warns_once_and_quota_get_over_quota_stops_reading(
     warnings = [line for line in logged if "quota of /cgi-bin/stable_token is low" in line]
     assert len(warnings) == 1 and "1 of 20 left" in warnings[0]
     assert SECRETS[STABLE_APPID] not in caplog.text
+
+    # the operator sees it: a notice and a quota_low event in /v1/status, a red reading on the page
+    async def status() -> dict[str, Any]:
+        answer = await service.get("/v1/status", headers=ADMIN)
+        assert answer.status == 200
+        document: dict[str, Any] = await answer.json()
+        return document
+
+    async def low_event() -> list[dict[str, Any]]:
+        events = (await status())["events"]
+        return [e for e in events if e["outcome"] == "quota_low" and e["appid"] == STABLE_APPID]
+
+    await wait_until(low_event)
+    (event,) = await low_event()
+    assert event["trigger"] == "quota" and "1 of 20 calls left" in event["errmsg"]
+    app = next(a for a in (await status())["apps"] if a["appid"] == STABLE_APPID)
+    assert app["quota"][0]["low"] is True and app["quota"][0]["remain"] == 1
+    assert app["notice"].startswith("WeChat quota low (/cgi-bin/stable_token: 1 of 20 calls left)")
+    page = await (await service.get(f"/status?app={STABLE_APPID}", headers=ADMIN)).text()
+    assert 'data-api="/cgi-bin/stable_token" data-low="true"' in page
+    assert "low: 1 left" in page and 'data-outcome="quota_low"' in page
 
     fake.inject(QUOTA_API, "quota")
     await watcher.check(manager)  # 45009 from quota/get itself
@@ -130,3 +152,15 @@ async def test_the_running_service_exports_its_readings(
         "tokensvc_wechat_quota_limit{"
         f'api="/cgi-bin/message/template/send",appid="{CLASSIC_APPID}"}} 2000.0'
     ) in metrics
+
+    # the same readings in /v1/status and on the page, with what tokensvc forwarded today
+    document = await (await service.get("/v1/status", headers=ADMIN)).json()
+    status = next(a for a in document["apps"] if a["appid"] == CLASSIC_APPID)
+    by_api = {q["api"]: q for q in status["quota"]}
+    assert by_api["/cgi-bin/token"]["used"] == fake.token_calls(CLASSIC_APPID)
+    assert by_api["/cgi-bin/message/template/send"]["used"] == 1
+    assert by_api["/cgi-bin/token"]["low"] is False and status["notice"] is None
+    assert status["forwarded_today"] == {"/cgi-bin/message/template/send": 1}
+    page = await (await service.get(f"/status?app={CLASSIC_APPID}", headers=ADMIN)).text()
+    assert 'data-api="/cgi-bin/message/template/send" data-low="false"' in page
+    assert "<code>/cgi-bin/message/template/send</code> 1 / 2,000" in page

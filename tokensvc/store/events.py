@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 _E = cast(Table, RefreshEvent.__table__)
 MAX_QUEUE = 10_000
 
-EVENT_OUTCOMES = ("success", "unchanged", "error", "dead", "contested")
+EVENT_OUTCOMES = ("success", "unchanged", "error", "dead", "contested", "quota_low")
 """Every ``outcome`` an event may have (see :class:`RefreshAttempt`)."""
 
 

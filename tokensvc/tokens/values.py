@@ -15,6 +15,8 @@ class Trigger(enum.StrEnum):
     PASSIVE = "passive"
     PROXY = "proxy"
     OPERATOR = "operator"
+    QUOTA = "quota"
+    """Not a refresh: the quota watcher's ``quota_low`` note (:mod:`tokensvc.quota`)."""
 
 
 class TokenState(enum.StrEnum):
@@ -65,7 +67,8 @@ class RefreshAttempt:
     ``outcome`` is ``"success"``, ``"unchanged"`` (stable: same token) or ``"error"`` for a call
     to WeChat; ``"dead"`` (WeChat proved the token dead; ``fingerprint`` is the dead token's)
     and ``"contested"`` (another system keeps killing the app's tokens) are notes that cost no
-    call (see :data:`UPSTREAM_OUTCOMES`). ``latency`` seconds; ``at`` UTC epoch seconds;
+    call (see :data:`UPSTREAM_OUTCOMES`), and so is ``"quota_low"`` (trigger ``quota``: less
+    than 10 % of a WeChat daily quota left; ``errmsg`` names the API and the counts). ``latency`` seconds; ``at`` UTC epoch seconds;
     ``fingerprint`` of the new token or None.
     """
 

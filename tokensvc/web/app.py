@@ -21,7 +21,7 @@ from tokensvc.clock import SystemClock
 from tokensvc.config import Settings
 from tokensvc.errors import StoreUnavailable
 from tokensvc.metrics import Metrics
-from tokensvc.quota import QuotaWatcher
+from tokensvc.quota import QuotaReading, QuotaWatcher, quota_low_event
 from tokensvc.sender import Sender
 from tokensvc.status_report import PassiveTally
 from tokensvc.store.events import EventLog
@@ -190,7 +190,12 @@ async def _wechat_client(app: web.Application) -> AsyncIterator[None]:
 
 async def _quota(app: web.Application) -> AsyncIterator[None]:
     """WeChat's daily quotas, read in the background (:mod:`tokensvc.quota`)."""
-    watcher = QuotaWatcher(app[CLIENT], app[MANAGERS], app[CLOCK])
+    events = app[EVENTS]
+
+    def note_low(reading: QuotaReading) -> None:
+        events.record(quota_low_event(reading))
+
+    watcher = QuotaWatcher(app[CLIENT], app[MANAGERS], app[CLOCK], on_low=note_low)
     app[QUOTA] = watcher
     app[METRICS].watch_quota(watcher.all_readings)
     task = asyncio.create_task(watcher.run())

@@ -472,7 +472,10 @@ SCHEMAS: Json = {
             "kind": _string(enum=["official_account", "miniprogram"]),
             "token_api": _string(enum=sorted(DAILY_LIMITS)),
             "state": _string(enum=[state.value for state in TokenState]),
-            "notice": _nullable("string", "What to do about a `contested` app."),
+            "notice": _nullable(
+                "string",
+                "What to do about a `contested` app, or about a WeChat quota under 10 %.",
+            ),
             "fingerprint": _nullable("string", "The current token's fingerprint."),
             "version": {"type": "integer"},
             "fetched_at": _instant("When the current token was fetched.", nullable=True),
@@ -527,8 +530,34 @@ SCHEMAS: Json = {
             "revoke_second_at": _instant(
                 "When a revocation's second force refresh is due.", nullable=True
             ),
+            "quota": {
+                "type": "array",
+                "description": "WeChat's latest `quota/get` readings for the app (its token API "
+                "first, then the APIs tokensvc forwarded most; at most 4), read about 30 s "
+                "after start and then every 10 minutes; empty until read.",
+                "items": _ref("QuotaReading"),
+            },
+            "forwarded_today": {
+                "type": "object",
+                "description": "Calls this replica forwarded for the app today (China time), "
+                "per WeChat API path, most first.",
+                "additionalProperties": {"type": "integer", "minimum": 1},
+            },
         },
         closed=False,
+    ),
+    "QuotaReading": _object(
+        {
+            "api": _string("The WeChat API path, e.g. `/cgi-bin/token`."),
+            "daily_limit": {"type": "integer", "description": "Calls allowed a day."},
+            "used": {"type": "integer", "description": "Calls WeChat counted today."},
+            "remain": {"type": "integer", "description": "Calls left today."},
+            "low": {
+                "type": "boolean",
+                "description": "Less than 10 % left: a `quota_low` event and a WARNING follow.",
+            },
+            "checked_at": _instant("When WeChat was asked."),
+        }
     ),
     "RefreshEvent": _object(
         {
@@ -536,8 +565,9 @@ SCHEMAS: Json = {
             "appid": _string(),
             "trigger": _string(enum=[trigger.value for trigger in Trigger]),
             "outcome": _string(
-                "`success`, `unchanged` or `error` for a call to WeChat; `dead` and "
-                "`contested` are notes that cost no call."
+                "`success`, `unchanged` or `error` for a call to WeChat; `dead`, "
+                "`contested` and `quota_low` (trigger `quota`) are notes that cost no call.",
+                enum=list(EVENT_OUTCOMES),
             ),
             "errcode": _nullable("integer"),
             "errmsg": _nullable("string"),

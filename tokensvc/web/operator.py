@@ -34,7 +34,7 @@ from tokensvc.tokens.manager import TokenManager
 from tokensvc.tokens.values import RefreshOutcome, TokenState, Trigger
 from tokensvc.web.api import configured_manager, token_body
 from tokensvc.web.errors import domain_error, json_error
-from tokensvc.web.keys import AUTH, CLOCK, EVENTS, MANAGERS, METRICS, PASSIVE_TALLY, SETTINGS
+from tokensvc.web.keys import AUTH, CLOCK, EVENTS, MANAGERS, METRICS, PASSIVE_TALLY, QUOTA, SETTINGS
 from tokensvc.web.status_view import (
     STRIP_SLOT_SECONDS,
     Card,
@@ -132,7 +132,7 @@ async def _status_page(request: web.Request, query: PageQuery) -> dict[str, Any]
     events = app[EVENTS]
     now = app[CLOCK].now()
     try:
-        apps = await collect_apps(app[MANAGERS], events, app[PASSIVE_TALLY], now)
+        apps = await collect_apps(app[MANAGERS], events, app[PASSIVE_TALLY], now, app.get(QUOTA))
         counts = Counter(a.state for a in apps)
         matching = sorted(
             (a for a in apps if query.matches(a)),
@@ -216,11 +216,13 @@ async def status_page(request: web.Request) -> web.Response:
 
 @routes.get("/v1/status")
 async def status_json(request: web.Request) -> web.Response:
-    """The status document as JSON (see :func:`tokensvc.status.build_status`)."""
+    """The status document as JSON (see :func:`tokensvc.status_report.build_status`)."""
     request.app[AUTH].require_admin(request)
     app = request.app
     try:
-        document = await build_status(app[MANAGERS], app[EVENTS], app[PASSIVE_TALLY], app[CLOCK])
+        document = await build_status(
+            app[MANAGERS], app[EVENTS], app[PASSIVE_TALLY], app[CLOCK], app.get(QUOTA)
+        )
     except StoreUnavailable as exc:
         raise domain_error(exc, app[CLOCK].now(), code="database_unavailable") from None
     return web.json_response(document, headers={"Cache-Control": "no-store"})
