@@ -32,6 +32,13 @@ def run_script(*args: str) -> str:
     return done.stdout
 
 
+def test_status_benchmark_times_both_views_of_a_day_of_events() -> None:
+    out = run_script("bench_status.py", "--smoke")
+    assert "20 apps ready in " in out and "events stored" in out
+    for view in ("GET /v1/status", "GET /status (page 1)", "GET /status?q=bench app 99"):
+        assert f"{view}: 5 requests, median " in out
+
+
 def test_token_benchmark_compares_with_the_bare_handler() -> None:
     out = run_script("bench_token.py", "--smoke")
     assert "== GET /token: tokensvc vs bare-token, 1 repeat(s)" in out

@@ -4,6 +4,7 @@ warning before 45009, and the metric, ``/v1/status`` and page that show it."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -164,3 +165,19 @@ async def test_the_running_service_exports_its_readings(
     page = await (await service.get(f"/status?app={CLASSIC_APPID}", headers=ADMIN)).text()
     assert 'data-api="/cgi-bin/message/template/send" data-low="false"' in page
     assert "<code>/cgi-bin/message/template/send</code> 1 / 2,000" in page
+
+
+async def test_a_round_reads_every_app_within_seconds_not_spread_over_the_interval(
+    fake: FakeWechat, service: TestClient[Any, Any]
+) -> None:
+    """With few apps the first round still ends within a second or two (the demo's two apps
+    used to be read 5 minutes apart: the 10-minute interval divided by two)."""
+    app = service.server.app
+    watcher = QuotaWatcher(app[CLIENT], app[MANAGERS], app[CLOCK], first_delay=0.0)
+    assert watcher.interval == 600  # the shipped interval
+    task = asyncio.create_task(watcher.run())
+    try:
+        await wait_until(lambda: all(watcher.readings(appid) for appid in app[MANAGERS]), 5.0)
+    finally:
+        task.cancel()
+    assert fake.count(QUOTA_API) == len(app[MANAGERS])  # one round: one reading per app
