@@ -176,6 +176,7 @@ class Metrics:
         )
         r.register(self.token_requests)
         self._upstream_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+        self._proxy_children: dict[tuple[str, str, str, str], tuple[Counter, Histogram]] = {}
         self.passive = Counter(
             "tokensvc_passive_refresh",
             "Passive refresh requests by outcome.",
@@ -195,6 +196,18 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.push_received = Counter(
+            "tokensvc_push_received",
+            "WeChat pushes received by app and outcome (accepted, duplicate, refused, error).",
+            ["appid", "outcome"],
+            registry=r,
+        )
+
+    def observe_push(self, appid: str, outcome: str) -> None:
+        """One push to ``appid`` (a configured app with ``[apps.push]``): ``outcome`` is
+        ``accepted``, ``duplicate`` (WeChat's retry of a stored push), ``refused`` (4xx) or
+        ``error`` (not stored: 503, WeChat retries)."""
+        self.push_received.labels(appid, outcome).inc()
 
     def token_requests_of(self, appid: str, client: str) -> CountChild:
         """The ``tokensvc_token_requests`` child of ``(appid, client)``, to bind once: a token
@@ -233,6 +246,27 @@ class Metrics:
             )
             if len(self._upstream_children) < MAX_BOUND_CHILDREN:  # paths are clients' choice
                 self._upstream_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def observe_proxy(
+        self, appid: str, client: str, api: str, outcome: str, seconds: float
+    ) -> None:
+        """One proxied call of ``client`` for ``appid`` to WeChat's ``api`` (its path), with its
+        ``outcome`` (errcode, ``http_<status>``, ``timeout``...) and latency (seconds, retries
+        included). The children of each (appid, client, api, outcome) seen are kept, at most
+        :data:`MAX_BOUND_CHILDREN` (paths are the clients' choice), so a call costs one dict
+        look-up instead of two ``labels()`` calls."""
+        key = (appid, client, api, outcome)
+        children = self._proxy_children.get(key)
+        if children is None:
+            label = self.api_label(api)
+            children = (
+                self.proxy.labels(appid, client, label, bounded_outcome(outcome)),
+                self.proxy_duration.labels(appid, label),
+            )
+            if len(self._proxy_children) < MAX_BOUND_CHILDREN:
+                self._proxy_children[key] = children
         children[0].inc()
         children[1].observe(seconds)
 
