@@ -21,6 +21,8 @@ from tokensvc.clock import SystemClock
 from tokensvc.config import Settings
 from tokensvc.errors import StoreUnavailable
 from tokensvc.metrics import Metrics
+from tokensvc.push.delivery import DeliveryWorker
+from tokensvc.push.outbox import Outbox
 from tokensvc.quota import QuotaReading, QuotaWatcher, quota_low_event
 from tokensvc.sender import Sender
 from tokensvc.status_report import PassiveTally
@@ -32,7 +34,7 @@ from tokensvc.store.repo import TokenStore, make_engine
 from tokensvc.tokens.manager import TokenManager
 from tokensvc.tokens.scheduler import RefreshScheduler, ReplicaSync
 from tokensvc.tokens.serving import IssuedTokens
-from tokensvc.web import api, facade, health, openapi, operator, proxy
+from tokensvc.web import api, facade, health, openapi, operator, proxy, subscriptions
 from tokensvc.web.access_log import ACCESS_SUMMARY, SUMMARY_SECONDS, AccessSummary
 from tokensvc.web.auth import Authenticator
 from tokensvc.web.errors import Unmatched, json_errors
@@ -41,8 +43,10 @@ from tokensvc.web.keys import (
     CLIENT,
     CLOCK,
     EVENTS,
+    GRANTS,
     MANAGERS,
     METRICS,
+    OUTBOX,
     PASSIVE_TALLY,
     QUOTA,
     SENDER,
@@ -78,6 +82,7 @@ def create_app(settings: Settings) -> web.Application:
             _access_summary,
             _database,
             _events,
+            _push,
             _wechat_client,
             _managers,
             _quota,
@@ -86,6 +91,7 @@ def create_app(settings: Settings) -> web.Application:
         ]
     )
     routes = [*api.routes, *health.routes, *openapi.routes, *proxy.routes, *operator.routes]
+    routes += subscriptions.routes
     # aiohttp tries every /v1/apps/{appid}/... resource in registration order: hottest first
     hot = [r for r in routes if getattr(r, "handler", None) in _HOT_HANDLERS]
     rest = [r for r in routes if r not in hot]
@@ -173,6 +179,32 @@ async def _events(app: web.Application) -> AsyncIterator[None]:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _push(app: web.Application) -> AsyncIterator[None]:
+    """The push outbox and subscribe-grant ledger, and (when an app has ``[apps.push]``) the
+    delivery worker with its own pooled client session (:mod:`tokensvc.push.delivery`)."""
+    settings = app[SETTINGS]
+    outbox = Outbox(app[STORE], settings, app[CLOCK])
+    app[OUTBOX] = outbox
+    app[GRANTS] = outbox.grants
+    if not any(a.push is not None for a in settings.apps):
+        yield
+        return
+    connector = aiohttp.TCPConnector(limit=100, limit_per_host=20)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        worker = DeliveryWorker(
+            outbox,
+            session,
+            app[CLOCK],
+            app[METRICS].registry,
+            retention=settings.events.retention_days * 86400,
+        )
+        task = asyncio.create_task(worker.run())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def _wechat_client(app: web.Application) -> AsyncIterator[None]:

@@ -9,6 +9,8 @@ from aiohttp import web
 from tokensvc.clock import Clock
 from tokensvc.config import Settings
 from tokensvc.metrics import Metrics
+from tokensvc.push.grants import GrantLedger
+from tokensvc.push.outbox import Outbox
 from tokensvc.quota import QuotaWatcher
 from tokensvc.sender import Sender
 from tokensvc.status_report import PassiveTally
@@ -29,3 +31,5 @@ SENDER = web.AppKey("sender", Sender)
 EVENTS = web.AppKey("events", EventLog)
 PASSIVE_TALLY = web.AppKey("passive_tally", PassiveTally)
 QUOTA = web.AppKey("quota", QuotaWatcher)
+OUTBOX = web.AppKey("outbox", Outbox)
+GRANTS = web.AppKey("grants", GrantLedger)

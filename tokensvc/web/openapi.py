@@ -154,6 +154,7 @@ _RESPONSES_STATUS = {
     "Forbidden": "403",
     "NotFound": "404",
     "MethodNotAllowed": "405",
+    "NoSubscriptionGrant": "409",
     "RequestTimeout": "408",
     "TooLarge": "413",
     "UpstreamUnavailable": "502",
@@ -668,6 +669,10 @@ RESPONSES: Json = {
     "DatabaseUnavailable": _error_response(
         "`database_unavailable`: the status needs the database and it did not answer."
     ),
+    "NoSubscriptionGrant": _error_response(
+        "`no_subscription_grant`: a subscribe send of an app with `[apps.push] enforce_grants` "
+        "and no grant left for (`touser`, `template_id`); WeChat was not called."
+    ),
     "UpstreamTimeout": _error_response(
         "`upstream_timeout`: WeChat did not answer within `[wechat] timeout`; the call may or "
         "may not have taken effect and was not resent."
@@ -839,10 +844,13 @@ PATHS: Json = {
             "token is replaced and the call retried exactly once (`X-Tokensvc-Retried: 1`). A "
             "call whose outcome is unknown is never resent (502/504). `template` is for "
             "official accounts, `subscribe` and `wxopen-template` for mini programs, `custom` "
-            "for both; the body must be the route's.",
+            "for both; the body must be the route's. Subscribe sends of an app with "
+            "`[apps.push] enforce_grants = true` need a grant in the subscribe-grant ledger "
+            "(409 `no_subscription_grant` otherwise, and WeChat is not called); a send WeChat "
+            "accepts uses one, 43101 clears them.",
             "messages",
             CLIENT,
-            _responses(_WECHAT_OK, *_PROXY_FAILURES),
+            _responses(_WECHAT_OK, *_PROXY_FAILURES, "NoSubscriptionGrant"),
             parameters=[APPID, ROUTE],
             body=_json_body(
                 {
@@ -1246,6 +1254,80 @@ PATHS |= {
             },
         )
         for method in ("get", "post")
+    },
+}
+
+_GRANT = _object(
+    {
+        "template_id": _string("The subscribe-message template."),
+        "one_time_grants": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "One-time subscriptions accepted (subscribe_msg_popup_event) and "
+            "not yet used by a send.",
+        },
+        "long_term_status": _nullable(
+            "string",
+            "`accept` or `reject` from subscribe_msg_change_event (the user's settings); null "
+            "before any.",
+        ),
+        "last_status": _nullable(
+            "string", "The last status seen: `accept`, `reject`, `ban`, `refused` (43101)..."
+        ),
+        "last_event": _nullable(
+            "string",
+            "What changed the row last: an event name, `send`, or `send_43101`.",
+        ),
+        "last_change_at": _instant("When the row last changed (UTC)."),
+        "accepted_total": {"type": "integer", "description": "Accepts ever recorded."},
+        "used_total": {"type": "integer", "description": "Sends that used a grant."},
+    }
+)
+SCHEMAS["Subscriptions"] = {
+    **_object(
+        {
+            "appid": _string(),
+            "openid": _string(),
+            "receiving_pushes": {
+                "type": "boolean",
+                "description": "The app has `[apps.push]` (the ledger is fed by its pushes).",
+            },
+            "enforce_grants": {
+                "type": "boolean",
+                "description": "Subscribe sends need a grant (`[apps.push] enforce_grants`).",
+            },
+            "templates": {"type": "array", "items": _GRANT},
+        }
+    ),
+    "description": "One user's subscribe-grant ledger, per template.",
+}
+PATHS |= {
+    "/v1/apps/{appid}/subscriptions/{openid}": {
+        "get": _operation(
+            "getSubscriptions",
+            "A user's subscribe grants",
+            "What the user allowed each subscribe-message template of the app, as learnt from "
+            "WeChat's push events (subscribe_msg_popup_event, subscribe_msg_change_event, "
+            "subscribe_msg_sent_event) and the subscribe sends: one-time grants left, long-term "
+            "status, last change. An empty `templates` list for a user never seen.",
+            "messages",
+            CLIENT,
+            _responses(
+                _ok("The ledger.", _json(_ref("Subscriptions")), _NO_STORE),
+                "NotFound",
+                "DatabaseUnavailable",
+            ),
+            parameters=[
+                APPID,
+                {
+                    "name": "openid",
+                    "in": "path",
+                    "required": True,
+                    "description": "The user's openid (400 for anything that cannot be one).",
+                    "schema": _string(pattern="^[A-Za-z0-9_-]{1,128}$"),
+                },
+            ],
+        )
     },
 }
 

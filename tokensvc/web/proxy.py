@@ -25,6 +25,7 @@ from tokensvc.errors import (
     UpstreamUnavailable,
 )
 from tokensvc.metrics import bounded_outcome
+from tokensvc.push.grants import subscribe_grant
 from tokensvc.sender import JSCODE2SESSION_API, SendResult
 from tokensvc.tokens.manager import TokenManager
 from tokensvc.web.api import authorised_manager
@@ -158,12 +159,14 @@ async def send_message(request: web.Request) -> web.Response:
     except BodyError as exc:
         raise json_error(400, "bad_request", str(exc)) from None
     sender = request.app[SENDER]
-    result = await proxied(
-        request,
-        manager.appid,
-        route.api,
-        lambda: sender.send(manager, "POST", route.api, json_body=body),
-    )
+    async with subscribe_grant(request.app, manager.appid, route.api, body) as grant:
+        result = await proxied(
+            request,
+            manager.appid,
+            route.api,
+            lambda: sender.send(manager, "POST", route.api, json_body=body),
+        )
+        await grant.settle(result.answer.errcode() if result.answer.status < 400 else None)
     return _json_answer(result, route.api)
 
 

@@ -1,0 +1,369 @@
+"""The push outbox and its delivery: every accepted push reaches each matching forward target,
+signed (the README's verifier), at least once per ``event_id``, across a target's outage, a
+stop and a kill of tokensvc, and shared by replicas on PostgreSQL without double delivery.
+
+Pushes enter through ``Outbox.accept`` (the receiving route's one call into the outbox) in the
+in-process tests, and through WeChat's own push route (the simulator's pusher) in the
+subprocess tests. Every retry setting keeps its shipped default.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import tomli_w
+from prometheus_client import CollectorRegistry
+
+from tests.support.config import CLASSIC_APPID, STABLE_APPID
+from tests.support.forward import (
+    FORWARD_KEY,
+    PUSH_TOKEN,
+    ForwardReceiver,
+    push_config,
+    push_raw_config,
+    push_settings,
+)
+from tests.support.postgres import PostgresCluster, find_bindir
+from tests.support.replicas import Replica
+from tests.support.service import Start, free_port, wait_until
+from tokensvc.clock import SystemClock
+from tokensvc.push.delivery import DeliveryWorker
+from tokensvc.push.outbox import Outbox
+from tokensvc.push.receive import dedupe_key
+from tokensvc.simulator.push import WechatPusher
+from tokensvc.store.migrate import upgrade_to_head
+from tokensvc.store.repo import TokenStore, make_engine
+from tokensvc.web.keys import OUTBOX
+
+_databases = itertools.count()
+_openids = itertools.count()
+
+
+def text_push(content: str = "hello") -> dict[str, Any]:
+    """A user's text message as the receiving route parses it (XML: every value a string)."""
+    n = next(_openids)
+    return {
+        "ToUserName": "gh_0123456789ab",
+        "FromUserName": f"o7esq5OI1Uej6Xixw1lA2H{n:06d}",
+        "CreateTime": "1732180000",
+        "MsgType": "text",
+        "Content": content,
+        "MsgId": str(24000000000000000 + n),
+    }
+
+
+async def accept(outbox: Outbox, message: dict[str, Any]) -> str | None:
+    return await outbox.accept(STABLE_APPID, message, dedupe_key(message))
+
+
+@pytest.fixture
+async def receiver() -> Any:
+    target = ForwardReceiver()
+    await target.start()
+    yield target
+    await target.stop()
+
+
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path / 'tokensvc.db'}"
+
+
+async def test_a_push_reaches_its_target_as_wechats_fields_plus_appid_and_event_id(
+    fake_url: str, tmp_path: Path, start_service: Start, receiver: ForwardReceiver
+) -> None:
+    settings = push_settings(fake_url, sqlite_url(tmp_path), push_config(receiver.url))
+    client = await start_service(settings)
+    outbox = client.app[OUTBOX]
+    message = text_push("你好 <tokensvc>")
+
+    event_id = await accept(outbox, message)
+    assert event_id is not None and len(event_id) == 32
+    await wait_until(lambda: len(receiver.answered) == 1)
+
+    delivery = receiver.answered[0]
+    assert delivery.body == {**message, "appid": STABLE_APPID, "event_id": event_id}
+    assert delivery.verified, "the README's verifier refuses the delivery"
+    assert delivery.headers["X-Tokensvc-Event-Id"] == event_id
+    assert delivery.headers["Content-Type"] == "application/json"
+    # WeChat's retry of the same push is not stored or delivered again
+    assert await accept(outbox, dict(message)) is None
+    stats = await outbox.stats(STABLE_APPID)
+    assert stats["received_24h"] == 1 and stats["backlog"] == 0 and stats["failed"] == 0
+    assert stats["targets"][0]["url"] == receiver.url
+    assert stats["targets"][0]["last_delivered_at"] is not None
+    assert stats["targets"][0]["last_failure"] is None
+    assert len(receiver.received) == 1
+
+
+async def test_targets_get_only_the_events_and_message_types_they_asked_for(
+    fake_url: str, tmp_path: Path, start_service: Start, receiver: ForwardReceiver
+) -> None:
+    settings = push_settings(
+        fake_url, sqlite_url(tmp_path), push_config(receiver.url, events=["subscribe"])
+    )
+    client = await start_service(settings)
+    outbox = client.app[OUTBOX]
+    subscribe = {**text_push(), "MsgType": "event", "Event": "subscribe"}
+    del subscribe["MsgId"], subscribe["Content"]
+
+    assert await accept(outbox, text_push()) is not None  # stored, but no target wants it
+    subscribed = await accept(outbox, subscribe)
+    await wait_until(lambda: len(receiver.answered) == 1)
+    assert receiver.event_ids() == [subscribed]
+    stats = await outbox.stats(STABLE_APPID)
+    assert stats["received_24h"] == 2 and stats["backlog"] == 0
+
+
+async def test_a_target_down_for_a_while_then_back_gets_every_event_once(
+    fake_url: str, tmp_path: Path, start_service: Start
+) -> None:
+    target = ForwardReceiver()  # not listening yet: connection refused
+    settings = push_settings(fake_url, sqlite_url(tmp_path), push_config(target.url))
+    client = await start_service(settings)
+    outbox = client.app[OUTBOX]
+    event_ids = {await accept(outbox, text_push(f"m{i}")) for i in range(5)}
+
+    async def failed_twice() -> bool:
+        stats = await outbox.stats(STABLE_APPID)
+        failure = stats["targets"][0]["last_failure"]
+        return failure is not None and failure["attempts"] >= 2
+
+    await wait_until(failed_twice)  # retried with backoff while down
+    stats = await outbox.stats(STABLE_APPID)
+    assert stats["backlog"] == 5 and stats["oldest_pending_at"] is not None
+    assert "ClientConnectorError" in stats["targets"][0]["last_failure"]["error"]
+    assert stats["targets"][0]["last_failure"]["http_status"] is None
+
+    await target.start()
+    try:
+
+        async def drained() -> bool:
+            return (await outbox.stats(STABLE_APPID))["backlog"] == 0
+
+        await wait_until(drained, timeout=20)
+        assert sorted(target.event_ids()) == sorted(event_ids)  # each once, none lost
+        assert all(r.verified for r in target.answered)
+        metrics = await (await client.get("/metrics", headers=_admin())).text()
+        assert (
+            f'tokensvc_push_deliveries_total{{appid="{STABLE_APPID}",outcome="delivered"}} 5.0'
+            in metrics
+        )
+        assert (
+            f'tokensvc_push_deliveries_total{{appid="{STABLE_APPID}",outcome="retry"}}' in metrics
+        )
+    finally:
+        await target.stop()
+
+
+async def test_a_target_answering_errors_is_retried_and_its_last_failure_shown(
+    fake_url: str, tmp_path: Path, start_service: Start, receiver: ForwardReceiver
+) -> None:
+    receiver.status = 503
+    settings = push_settings(fake_url, sqlite_url(tmp_path), push_config(receiver.url))
+    client = await start_service(settings)
+    outbox = client.app[OUTBOX]
+    event_id = await accept(outbox, text_push())
+    await wait_until(lambda: len(receiver.received) >= 2)
+    stats = await outbox.stats(STABLE_APPID)
+    failure = stats["targets"][0]["last_failure"]
+    assert failure["http_status"] == 503 and failure["error"] == "HTTP 503"
+    assert FORWARD_KEY not in str(stats)
+    receiver.status = 200
+    await wait_until(lambda: receiver.event_ids() == [event_id], timeout=15)
+    assert {r.body["event_id"] for r in receiver.received} == {event_id}
+
+
+async def test_deliveries_pending_at_a_stop_are_delivered_once_after_the_start(
+    fake_url: str, tmp_path: Path, start_service: Start
+) -> None:
+    target = ForwardReceiver()  # down while the pushes arrive
+    settings = push_settings(fake_url, sqlite_url(tmp_path), push_config(target.url))
+    first = await start_service(settings)
+    event_ids = {await accept(first.app[OUTBOX], text_push(f"m{i}")) for i in range(3)}
+    await first.close()  # tokensvc stops before any delivery got through
+
+    await target.start()
+    try:
+        second = await start_service(settings)
+
+        async def drained() -> bool:
+            return (await second.app[OUTBOX].stats(STABLE_APPID))["backlog"] == 0
+
+        await wait_until(drained, timeout=20)
+        assert sorted(target.event_ids()) == sorted(event_ids)
+    finally:
+        await target.stop()
+
+
+def _admin() -> dict[str, str]:
+    from tests.support.config import ADMIN_KEY
+
+    return {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+
+# --- a real process, killed -------------------------------------------------------------------
+
+
+async def _serve(tmp_path: Path, fake_url: str, target_url: str) -> tuple[Replica, str]:
+    port = free_port()
+    raw = push_raw_config(fake_url, sqlite_url(tmp_path), push_config(target_url))
+    raw["server"]["port"] = port
+    config = tmp_path / "tokensvc.toml"
+    config.write_text(tomli_w.dumps(raw))
+    return Replica("tokensvc", config, port, tmp_path), f"http://127.0.0.1:{port}"
+
+
+async def test_a_push_accepted_then_killed_before_delivery_is_delivered_once_after_restart(
+    fake_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PUSH_TOKEN", PUSH_TOKEN)
+    monkeypatch.setenv("FORWARD_KEY", FORWARD_KEY)
+    target = ForwardReceiver()  # down: the push cannot be delivered before the kill
+    service, url = await _serve(tmp_path, fake_url, target.url)
+    await service.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            pusher = WechatPusher(
+                session, f"{url}/wechat/push/{STABLE_APPID}", appid=STABLE_APPID, token=PUSH_TOKEN
+            )
+            message = pusher.text("o7esq5OI1Uej6Xixw1lA2H7XDVbc", "kill me")
+            answers = await pusher.push(message)
+            assert [(a.status, a.body) for a in answers] == [(200, "success")]
+        await service.kill()  # SIGKILL: WeChat was told success, nothing was delivered
+        assert target.received == []
+
+        await target.start()
+        await service.start()
+        await wait_until(lambda: len(target.answered) == 1, timeout=20)
+        delivered = target.answered[0].body
+        assert delivered["Content"] == "kill me" and delivered["appid"] == STABLE_APPID
+        assert target.answered[0].verified
+        await asyncio.sleep(2)  # a second delivery would be a retry within the first backoff
+        assert len(target.received) == 1
+    finally:
+        await service.stop()
+        await target.stop()
+
+
+async def test_a_delivery_in_flight_at_a_kill_is_delivered_again_after_restart(
+    fake_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PUSH_TOKEN", PUSH_TOKEN)
+    monkeypatch.setenv("FORWARD_KEY", FORWARD_KEY)
+    target = ForwardReceiver()
+    target.hold = asyncio.Event()  # the first attempt never gets its answer
+    await target.start()
+    service, url = await _serve(tmp_path, fake_url, target.url)
+    await service.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            pusher = WechatPusher(
+                session, f"{url}/wechat/push/{STABLE_APPID}", appid=STABLE_APPID, token=PUSH_TOKEN
+            )
+            await pusher.push(pusher.text("o7esq5OI1Uej6Xixw1lA2H7XDVbc", "in flight"))
+        await wait_until(lambda: len(target.received) == 1)
+        await service.kill()  # the target has it, tokensvc never heard back
+        target.hold.set()
+        target.hold = None
+
+        await service.start()  # the dead process's lease ends at start (SQLite: one owner)
+        await wait_until(lambda: len(target.answered) >= 1, timeout=20)
+        event_ids = {r.body["event_id"] for r in target.received}
+        assert len(event_ids) == 1  # the same event_id both times: the target can dedupe
+    finally:
+        await service.stop()
+        await target.stop()
+
+
+# --- replicas on PostgreSQL -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PostgresCluster]:
+    bindir = find_bindir()
+    if bindir is None:
+        if os.environ.get("TOKENSVC_REQUIRE_POSTGRES"):
+            pytest.fail(
+                "PostgreSQL server binaries not found, but TOKENSVC_REQUIRE_POSTGRES is set"
+            )
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found")
+    base = Path(tempfile.mkdtemp(prefix="tokensvc-pg-"))
+    base.chmod(0o755)
+    cluster = PostgresCluster(bindir, base / "cluster")
+    try:
+        cluster.init()
+        yield cluster
+        cluster.stop()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+async def test_two_replicas_on_postgresql_deliver_each_push_once(
+    postgres: PostgresCluster, fake_url: str, receiver: ForwardReceiver
+) -> None:
+    url = await postgres.create_database(f"push_{os.getpid()}_{next(_databases)}")
+    settings = push_settings(fake_url, url, push_config(receiver.url))
+    engines = [make_engine(url), make_engine(url)]
+    await upgrade_to_head(engines[0])
+    clock = SystemClock()
+    outboxes = [Outbox(TokenStore(engine), settings, clock) for engine in engines]
+    pushes = 500  # more than one replica takes at once (4 batches of 100)
+    for i in range(pushes):
+        await accept(outboxes[0], text_push(f"m{i}"))
+    receiver.hold = asyncio.Event()  # deliveries stay in flight: each replica claims its most
+    registries = [CollectorRegistry(), CollectorRegistry()]
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        workers = [
+            DeliveryWorker(outbox, session, clock, registry)
+            for outbox, registry in zip(outboxes, registries, strict=True)
+        ]
+        tasks = [asyncio.create_task(w.run()) for w in workers]
+        try:
+            await wait_until(lambda: len(receiver.received) == pushes)
+            receiver.hold.set()
+            await wait_until(lambda: len(receiver.answered) == pushes, timeout=20)
+
+            async def drained() -> bool:
+                return (await outboxes[1].stats(STABLE_APPID))["backlog"] == 0
+
+            await wait_until(drained)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    for engine in engines:
+        await engine.dispose()
+    ids = receiver.event_ids()
+    assert len(ids) == len(set(ids)) == pushes  # each push once, across both replicas
+    delivered = [
+        r.get_sample_value(
+            "tokensvc_push_deliveries_total", {"appid": STABLE_APPID, "outcome": "delivered"}
+        )
+        for r in registries
+    ]
+    assert sum(d or 0 for d in delivered) == pushes
+    assert all(d for d in delivered), delivered  # both replicas took a share
+
+
+async def test_an_app_without_push_configuration_runs_no_worker_and_stores_nothing(
+    make_settings: Any, start_service: Start
+) -> None:
+    client = await start_service(make_settings())
+    stats = await client.app[OUTBOX].stats(CLASSIC_APPID)
+    assert stats == {
+        "received_24h": 0,
+        "last_received_at": None,
+        "backlog": 0,
+        "oldest_pending_at": None,
+        "failed": 0,
+        "targets": [],
+    }

@@ -1,0 +1,375 @@
+"""The push outbox: every accepted WeChat push is written here before anything is delivered.
+
+:meth:`Outbox.accept` stores, in one transaction, the push (``push_messages``: unique per app
+and dedupe key, so WeChat's retries of a push are stored once), one ``pending`` delivery per
+forward target whose filters match (``push_deliveries``), and the subscribe-grant ledger's
+update (:mod:`tokensvc.push.grants`). Only then does the receiving route answer WeChat, so a
+push WeChat was told ``success`` for survives any crash. The delivery worker
+(:mod:`tokensvc.push.delivery`) takes due rows with :meth:`Outbox.claim` and reports with
+:meth:`Outbox.finish`.
+
+Claims: a claimed row is leased (``leased_until``, :data:`LEASE` seconds) in the claiming
+transaction, so no other worker takes it while it is in flight; a worker that dies mid-delivery
+leaves it to be taken again when the lease runs out (at least once). On PostgreSQL the claim is
+``SELECT ... FOR UPDATE SKIP LOCKED``: replicas claiming at the same moment take disjoint rows.
+On SQLite one process owns the file (:mod:`tokensvc.store.filelock`): the worker's lock
+serialises its claims, and a starting worker ends every lease at once
+(:meth:`Outbox.end_stale_leases`), since whoever held them is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal, cast
+from urllib.parse import urlsplit
+
+from sqlalchemy import Table, delete, exists, func, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from tokensvc.clock import Clock, rfc3339
+from tokensvc.push.grants import GrantLedger
+from tokensvc.settings import ForwardTarget, Settings
+from tokensvc.store.repo import TokenStore
+from tokensvc.store.tables import PushDelivery, PushMessage
+
+_M = cast(Table, PushMessage.__table__)
+_D = cast(Table, PushDelivery.__table__)
+
+DeliveryStatus = Literal["pending", "delivered", "failed"]
+PENDING: Final = "pending"
+DELIVERED: Final = "delivered"
+FAILED: Final = "failed"
+
+LEASE = 60.0
+"""Seconds a claimed delivery is reserved for the worker that claimed it (well over one
+attempt's timeout); after that another worker (or this one after a restart) may take it."""
+
+MAX_DEDUPE_KEY = 256
+
+
+def shown_url(url: str) -> str:
+    """A target URL as status pages and logs show it: scheme, host, port and path; no user,
+    password or query (they may carry credentials)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A delivery a worker holds: the target's URL, the push's ``event_id`` and body (the
+    exact JSON to POST), ``attempts`` made before this one, ``created_at`` (UTC epoch
+    seconds)."""
+
+    id: int
+    appid: str
+    target: str
+    event_id: str
+    body: bytes
+    attempts: int
+    created_at: float
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of one attempt: ``status`` ``delivered``, ``pending`` (retry at
+    ``next_attempt_at``) or ``failed`` (given up); ``http_status`` and ``error`` of a failure;
+    ``at``: when the attempt ended (UTC epoch seconds)."""
+
+    id: int
+    status: DeliveryStatus
+    at: float
+    next_attempt_at: float | None = None
+    http_status: int | None = None
+    error: str | None = None
+
+
+class Outbox:
+    """The outbox tables (see the module docstring). Database failures raise
+    :class:`~tokensvc.errors.StoreUnavailable`.
+
+    ``wake`` is set by every :meth:`accept` that queued a delivery: the worker starts at once
+    instead of waiting for its next poll. ``received`` counts this instance's accepted pushes
+    per appid (for the metrics).
+    """
+
+    def __init__(self, store: TokenStore, settings: Settings, clock: Clock) -> None:
+        self._store = store
+        self._settings = settings
+        self._clock = clock
+        self.owns_database = not store.holds_row_locks
+        """SQLite: this process is the database's only user (see the module docstring)."""
+        self.grants = GrantLedger(store, clock)
+        self.wake = asyncio.Event()
+        self.received: dict[str, int] = {}
+        self.backlog: dict[str, int] = {}
+        """Pending deliveries per appid as last counted by :meth:`count_backlog`."""
+
+    def targets(self, appid: str) -> tuple[ForwardTarget, ...]:
+        """The app's configured forward targets (none without ``[apps.push]``)."""
+        app = self._settings.app(appid)
+        return app.push.forward if app is not None and app.push is not None else ()
+
+    def target(self, appid: str, url: str) -> ForwardTarget | None:
+        """The configured target of ``appid`` with this URL, or None (removed from the
+        configuration since the push was accepted)."""
+        return next((t for t in self.targets(appid) if t.url == url), None)
+
+    async def accept(self, appid: str, message: Mapping[str, Any], dedupe_key: str) -> str | None:
+        """Store one push of ``appid`` (``message``: WeChat's fields as parsed, e.g.
+        ``{"ToUserName", "FromUserName", "CreateTime", "MsgType", "Event", ...}``) and queue
+        its deliveries; its ``event_id`` (32 hex), or None when a push with this
+        ``dedupe_key`` was already accepted (WeChat's retry: nothing is stored or delivered
+        again). One transaction: the push, its deliveries and the grant ledger commit
+        together or not at all. Raises :class:`~tokensvc.errors.StoreUnavailable`."""
+        if len(dedupe_key) > MAX_DEDUPE_KEY:
+            dedupe_key = "sha256:" + hashlib.sha256(dedupe_key.encode()).hexdigest()
+        now = self._clock.now()
+        event_id = uuid.uuid4().hex
+        body = json.dumps(
+            {**message, "appid": appid, "event_id": event_id},
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+        row = {
+            "appid": appid,
+            "dedupe_key": dedupe_key,
+            "event_id": event_id,
+            "received_at": now,
+            "msg_type": _short(message.get("MsgType")),
+            "event": _short(message.get("Event")),
+            "body": body,
+        }
+        targets = [t for t in self.targets(appid) if t.matches(message)]
+        async with self._store.begin() as conn:
+            upsert = pg_insert(_M) if conn.dialect.name == "postgresql" else sqlite_insert(_M)
+            stmt = upsert.values(**row).on_conflict_do_nothing(
+                index_elements=[_M.c.appid, _M.c.dedupe_key]
+            )
+            push_id = (await conn.execute(stmt.returning(_M.c.id))).scalar()
+            if push_id is None:
+                return None
+            if targets:
+                await conn.execute(
+                    insert(_D),
+                    [
+                        {
+                            "push_id": push_id,
+                            "appid": appid,
+                            "target": t.url,
+                            "status": PENDING,
+                            "created_at": now,
+                            "next_attempt_at": now,
+                            "attempts": 0,
+                        }
+                        for t in targets
+                    ],
+                )
+            await self.grants.apply(conn, appid, message, now)
+        self.received[appid] = self.received.get(appid, 0) + 1
+        if targets:
+            self.wake.set()
+        return event_id
+
+    async def claim(self, limit: int) -> list[Claimed]:
+        """Take up to ``limit`` due deliveries (``pending``, ``next_attempt_at`` passed),
+        oldest due first, and lease them for :data:`LEASE` seconds (see the module docstring)."""
+        now = self._clock.now()
+        query = (
+            select(
+                _D.c.id,
+                _D.c.appid,
+                _D.c.target,
+                _D.c.attempts,
+                _D.c.created_at,
+                _M.c.event_id,
+                _M.c.body,
+            )
+            .join(_M, _M.c.id == _D.c.push_id)
+            .where(
+                _D.c.status == PENDING,
+                _D.c.next_attempt_at <= now,
+                or_(_D.c.leased_until.is_(None), _D.c.leased_until <= now),
+            )
+            .order_by(_D.c.next_attempt_at, _D.c.id)
+            .limit(limit)
+        )
+        async with self._store.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                query = query.with_for_update(skip_locked=True, of=_D)
+            rows = (await conn.execute(query)).all()
+            if rows:
+                await conn.execute(
+                    update(_D)
+                    .where(_D.c.id.in_([r.id for r in rows]))
+                    .values(leased_until=now + LEASE)
+                )
+        return [
+            Claimed(r.id, r.appid, r.target, r.event_id, r.body.encode(), r.attempts, r.created_at)
+            for r in rows
+        ]
+
+    async def finish(self, outcomes: Sequence[Outcome]) -> None:
+        """Record the attempts' outcomes in one transaction (``attempts`` grows by one each)."""
+        if not outcomes:
+            return
+        async with self._store.begin() as conn:
+            for o in outcomes:
+                values: dict[str, Any] = {
+                    "status": o.status,
+                    "attempts": _D.c.attempts + 1,
+                    "last_attempt_at": o.at,
+                    "leased_until": None,
+                }
+                if o.status == DELIVERED:
+                    values["delivered_at"] = o.at
+                else:
+                    values["last_status"] = o.http_status
+                    values["last_error"] = (o.error or "")[:500]
+                    values["last_error_at"] = o.at
+                if o.next_attempt_at is not None:
+                    values["next_attempt_at"] = o.next_attempt_at
+                await conn.execute(update(_D).where(_D.c.id == o.id).values(**values))
+
+    async def release(self, ids: Sequence[int]) -> None:
+        """Give claimed deliveries back undone (a worker stopping): due again at once."""
+        if ids:
+            async with self._store.begin() as conn:
+                await conn.execute(
+                    update(_D).where(_D.c.id.in_(list(ids))).values(leased_until=None)
+                )
+
+    async def end_stale_leases(self) -> int:
+        """End every lease (SQLite, at start: the process that held them is gone); how many."""
+        async with self._store.begin() as conn:
+            result = await conn.execute(
+                update(_D)
+                .where(_D.c.status == PENDING, _D.c.leased_until.is_not(None))
+                .values(leased_until=None)
+            )
+            return int(result.rowcount or 0)
+
+    async def count_backlog(self) -> dict[str, int]:
+        """Pending deliveries per appid (every replica's), also kept in :attr:`backlog`; apps
+        with none are 0."""
+        async with self._store.begin() as conn:
+            result = await conn.execute(
+                select(_D.c.appid, func.count()).where(_D.c.status == PENDING).group_by(_D.c.appid)
+            )
+            counts = {appid: int(n) for appid, n in result}
+        self.backlog = {a.appid: counts.get(a.appid, 0) for a in self._settings.apps} | counts
+        return self.backlog
+
+    async def prune(self, older_than: float) -> int:
+        """Delete finished deliveries created before ``older_than`` (UTC epoch seconds) and the
+        pushes received before it that have no delivery left (their dedupe keys go with them:
+        WeChat retries within seconds, retention is days). Pending deliveries are never
+        pruned. How many pushes were deleted."""
+        async with self._store.begin() as conn:
+            await conn.execute(
+                delete(_D).where(_D.c.status != PENDING, _D.c.created_at < older_than)
+            )
+            result = await conn.execute(
+                delete(_M).where(
+                    _M.c.received_at < older_than, ~exists().where(_D.c.push_id == _M.c.id)
+                )
+            )
+            return int(result.rowcount or 0)
+
+    async def stats(self, appid: str) -> dict[str, Any]:
+        """The app's push figures for ``/v1/status`` and the status page (every replica's):
+
+        ``{"received_24h": pushes accepted in the last 24 h, "last_received_at": RFC 3339 or
+        None, "backlog": deliveries pending (first tries and retries), "oldest_pending_at":
+        when the oldest pending push was accepted (RFC 3339) or None, "failed": deliveries
+        given up on (kept for ``[events] retention_days``), "targets": [{"url" (no user,
+        password or query), "pending", "failed", "last_delivered_at", "last_failure": None or
+        {"at", "http_status" (None when no HTTP answer), "error", "attempts"}}]}``.
+
+        Targets are the configured ones, plus any URL that still has deliveries after being
+        removed from the configuration. Raises :class:`~tokensvc.errors.StoreUnavailable`.
+        """
+        now = self._clock.now()
+        async with self._store.begin() as conn:
+            received, last_received = (
+                await conn.execute(
+                    select(func.count(), func.max(_M.c.received_at)).where(
+                        _M.c.appid == appid, _M.c.received_at >= now - 86400
+                    )
+                )
+            ).one()
+            if last_received is None:
+                last_received = (
+                    await conn.execute(
+                        select(func.max(_M.c.received_at)).where(_M.c.appid == appid)
+                    )
+                ).scalar()
+            per_target: dict[str, dict[str, Any]] = {}
+            for target in self.targets(appid):
+                per_target.setdefault(target.url, _empty_target(target.url))
+            counts = await conn.execute(
+                select(_D.c.target, _D.c.status, func.count(), func.min(_D.c.created_at))
+                .where(_D.c.appid == appid, _D.c.status.in_((PENDING, FAILED)))
+                .group_by(_D.c.target, _D.c.status)
+            )
+            oldest: float | None = None
+            for url, status, n, first in counts:
+                entry = per_target.setdefault(url, _empty_target(url))
+                entry[status] = int(n)
+                if status == PENDING and (oldest is None or first < oldest):
+                    oldest = first
+            for url, entry in per_target.items():
+                entry["last_delivered_at"] = rfc3339(
+                    (
+                        await conn.execute(
+                            select(func.max(_D.c.delivered_at)).where(
+                                _D.c.appid == appid, _D.c.target == url
+                            )
+                        )
+                    ).scalar()
+                )
+                failure = (
+                    await conn.execute(
+                        select(_D.c.last_error_at, _D.c.last_status, _D.c.last_error, _D.c.attempts)
+                        .where(
+                            _D.c.appid == appid,
+                            _D.c.target == url,
+                            _D.c.last_error_at.is_not(None),
+                        )
+                        .order_by(_D.c.last_error_at.desc())
+                        .limit(1)
+                    )
+                ).first()
+                if failure is not None:
+                    entry["last_failure"] = {
+                        "at": rfc3339(failure.last_error_at),
+                        "http_status": failure.last_status,
+                        "error": failure.last_error,
+                        "attempts": failure.attempts,
+                    }
+        targets = list(per_target.values())
+        return {
+            "received_24h": int(received),
+            "last_received_at": rfc3339(last_received),
+            "backlog": sum(t[PENDING] for t in targets),
+            "oldest_pending_at": rfc3339(oldest),
+            "failed": sum(t[FAILED] for t in targets),
+            "targets": [{**t, "url": shown_url(t["url"])} for t in targets],
+        }
+
+
+def _empty_target(url: str) -> dict[str, Any]:
+    return {"url": url, PENDING: 0, FAILED: 0, "last_delivered_at": None, "last_failure": None}
+
+
+def _short(value: Any) -> str | None:
+    return str(value)[:64] if isinstance(value, str | int) and value != "" else None
