@@ -283,7 +283,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     setup_logging("INFO")
     asyncio.run(
         run_demo(
-            port=args.port, ttl=args.ttl, wait=_wait_for_signal, wrong_secret=args.wrong_secret
+            port=args.port,
+            ttl=args.ttl,
+            wait=_wait_for_signal,
+            wrong_secret=args.wrong_secret,
+            push=args.push,
         )
     )
     return 0
@@ -340,6 +344,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--wrong-secret",
         action="store_true",
         help="give the demo mini program a wrong AppSecret, to see how that looks (default: off)",
+    )
+    p.add_argument(
+        "--push",
+        action="store_true",
+        help="the simulator pushes events (plaintext and safe mode, with WeChat's retries) to "
+        "both apps, which forward them to a demo target that prints each one (default: off)",
     )
     p.set_defaults(func=cmd_demo)
 

@@ -13,10 +13,12 @@ import secrets
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any, cast
 
 from aiohttp import web
 
 from tokensvc.config import Settings, parse_settings
+from tokensvc.demo_push import DemoPush
 from tokensvc.secret import key_sha256
 from tokensvc.simulator import FakeWechat, serve_fake
 from tokensvc.web.access_log import AccessLogger
@@ -37,8 +39,10 @@ def demo_settings(
     admin_key: str,
     secrets_by_appid: dict[str, str],
     rotation_window: float,
+    push: DemoPush | None = None,
 ) -> Settings:
-    """The demo's configuration, validated by the same code as a real config file."""
+    """The demo's configuration, validated by the same code as a real config file; with
+    ``push``, both apps receive pushes (:mod:`tokensvc.demo_push`)."""
     env = {f"DEMO_SECRET_{i}": s for i, s in enumerate(secrets_by_appid.values())}
     raw = {
         "server": {"host": "127.0.0.1", "port": port},
@@ -68,16 +72,27 @@ def demo_settings(
         ],
         "clients": [{"name": "demo-client", "key_sha256": key_sha256(client_key), "apps": ["*"]}],
     }
+    if push is not None:
+        env |= push.env()
+        for app, table in zip(cast(list[dict[str, Any]], raw["apps"]), push.tables(), strict=True):
+            app["push"] = table
     return parse_settings(raw, env=env)
 
 
 async def run_demo(
-    *, port: int, ttl: float, wait: Callable[[], Awaitable[object]], wrong_secret: bool = False
+    *,
+    port: int,
+    ttl: float,
+    wait: Callable[[], Awaitable[object]],
+    wrong_secret: bool = False,
+    push: bool = False,
 ) -> None:
     """Start the simulator and tokensvc, print how to use them, run until ``wait()`` returns.
 
     ``wrong_secret``: configure the mini program with an AppSecret the simulator rejects, to see
-    what operators see then (state misconfigured, errcode 40125). Raises
+    what operators see then (state misconfigured, errcode 40125). ``push``: the simulator
+    pushes events to both apps, which forward them to a demo target that prints them
+    (:mod:`tokensvc.demo_push`). Raises
     :class:`~tokensvc.errors.ConfigError` (naming ``--port``) when the port is taken.
     """
     sockets = bind_listeners("127.0.0.1", port, port_key="--port", host_key="--host")
@@ -94,7 +109,10 @@ async def run_demo(
         for sock in sockets:
             stack.callback(sock.close)
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="tokensvc-demo-"))
-        async with serve_fake(fake) as fake_url:
+        pushes = DemoPush() if push else None
+        async with serve_fake(fake) as fake_url, contextlib.AsyncExitStack() as push_stack:
+            if pushes is not None:
+                await push_stack.enter_async_context(pushes.target())
             settings = demo_settings(
                 api_base=fake_url,
                 port=port,
@@ -103,6 +121,7 @@ async def run_demo(
                 admin_key=admin_key,
                 secrets_by_appid=app_secrets,
                 rotation_window=rotation_window,
+                push=pushes,
             )
             runner = TokensvcRunner(create_app(settings), access_log_class=AccessLogger)
             await runner.setup()
@@ -124,6 +143,12 @@ async def run_demo(
                         f"  --wrong-secret: {MINIPROGRAM_APPID} has an AppSecret WeChat rejects",
                         flush=True,
                     )
+                if pushes is not None:
+                    print(f"  --push: forward target {pushes.target_url}", flush=True)
+                    task = asyncio.create_task(
+                        pushes.run_pushes(base, (OFFICIAL_APPID, MINIPROGRAM_APPID))
+                    )
+                    push_stack.callback(task.cancel)
                 await wait()
             finally:
                 await runner.cleanup()

@@ -1331,6 +1331,103 @@ PATHS |= {
     },
 }
 
+_PUSH_QUERY = [
+    {
+        "name": name,
+        "in": "query",
+        "required": True,
+        "description": description,
+        "schema": _string(),
+    }
+    for name, description in (
+        ("signature", "sha1 of the push Token, `timestamp` and `nonce`, sorted and joined."),
+        ("timestamp", "When WeChat signed the request (UTC epoch seconds); within 300 s of now."),
+        ("nonce", "WeChat's random number."),
+    )
+]
+RESPONSES["PushRefused"] = _error_response(
+    "`bad_signature` (`signature`, or `msg_signature` over `Encrypt`, does not match the "
+    "push Token), `stale_timestamp` (more than 300 s from now) or `wrong_appid` (the "
+    "ciphertext was made for another app)."
+)
+_RESPONSES_STATUS["PushRefused"] = "403"
+PATHS |= {
+    "/wechat/push/{appid}": {
+        "get": _operation(
+            "checkPushUrl",
+            "WeChat's push URL check",
+            "WeChat's 服务器配置 check of the app's message-push URL: answers `echostr` as it "
+            "came (text) when `signature` holds. Signed by WeChat with the app's push Token "
+            "(`[apps.push]`), no tokensvc key. 404 for an app without `[apps.push]`. The query "
+            "is never logged.",
+            "push",
+            PUBLIC,
+            _responses(
+                _ok("`echostr`, as sent.", {"text/plain": {"schema": _string()}}),
+                "PushRefused",
+                auth=False,
+            ),
+            parameters=[
+                APPID,
+                *_PUSH_QUERY,
+                {
+                    "name": "echostr",
+                    "in": "query",
+                    "required": True,
+                    "description": "WeChat's random string to echo (letters, digits, `+/=_-`).",
+                    "schema": _string(),
+                },
+            ],
+        ),
+        "post": _operation(
+            "receivePush",
+            "One WeChat push",
+            "A message or event WeChat pushes to the app (消息推送). Checked (`signature`; in "
+            "safe and compatible mode `msg_signature` over `Encrypt`), decrypted (AES-256-CBC, "
+            "the app's EncodingAESKey), parsed (XML without entities, or JSON per `[apps.push] "
+            "format`), and stored in the outbox before `success` is answered; WeChat's retries "
+            "of a push (same `MsgId`, or `FromUserName` + `CreateTime` + `Event`) are answered "
+            "`success` and stored once. The forward targets receive it as JSON, signed (see "
+            "README, Message push). A refused push is a 4xx and nothing is stored: 400 "
+            "`bad_request` (query), `bad_push` (body, ciphertext, padding), `mode_mismatch` "
+            "(encrypted or not, unlike `[apps.push] mode`); 503 `database_unavailable` when it "
+            "could not be stored (WeChat tries again).",
+            "push",
+            PUBLIC,
+            _responses(
+                _ok(
+                    "Stored (or a retry of a push stored).",
+                    {"text/plain": {"schema": _string(enum=["success"])}},
+                ),
+                "PushRefused",
+                "DatabaseUnavailable",
+                auth=False,
+            ),
+            parameters=[
+                APPID,
+                *_PUSH_QUERY,
+                _query("encrypt_type", "`aes` for an encrypted push (safe or compatible mode)."),
+                _query(
+                    "msg_signature",
+                    "With `encrypt_type=aes`: sha1 of the Token, `timestamp`, "
+                    "`nonce` and the body's `Encrypt`, sorted and joined.",
+                ),
+                _query("openid", "The user's openid (not used: the body's `FromUserName` is)."),
+            ],
+            body={
+                "required": True,
+                "description": "WeChat's push as it sent it, at most 64 KiB: XML "
+                "(`<xml><ToUserName/><FromUserName/><CreateTime/><MsgType/>...</xml>`, or "
+                "`<xml><ToUserName/><Encrypt/></xml>` in safe mode) or JSON with the same fields.",
+                "content": {
+                    "text/xml": {"schema": _string()},
+                    "application/json": {"schema": {"type": "object"}},
+                },
+            },
+        ),
+    },
+}
+
 SPEC: dict[str, Any] = {
     "openapi": "3.1.0",
     "info": {"title": "tokensvc", "version": "0.1.0", "description": DESCRIPTION},
@@ -1340,6 +1437,10 @@ SPEC: dict[str, Any] = {
         {"name": "operators", "description": "Status, metrics and token actions (admin key)."},
         {"name": "health", "description": "Liveness, readiness and this document (no auth)."},
         {"name": "wechat", "description": "WeChat's own API shapes, for existing SDKs."},
+        {
+            "name": "push",
+            "description": "WeChat's message push URL of each app (signed by WeChat).",
+        },
     ],
     "paths": PATHS,
     "components": {
