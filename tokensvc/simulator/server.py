@@ -47,6 +47,12 @@ connection closed after the request was read."""
 _BEIJING_OFFSET = 8 * 3600
 
 
+DEFAULT_DAILY_LIMIT = 2000
+"""Calls a day of an API with no entry in :data:`DAILY_LIMITS` (WeChat's common default)."""
+DAILY_LIMITS = {"/cgi-bin/stable_token": 500_000}
+"""WeChat's daily limits that differ from the default (getStableAccessToken doc page)."""
+
+
 @dataclass
 class IssuedToken:
     """A token the simulator issued: its app, chain (classic/stable) and validity (epoch s)."""
@@ -100,7 +106,8 @@ class FakeWechat:
     clock: Clock = field(default_factory=SystemClock)
     ttl: float = 7200.0
     rotation_window: float = 300.0
-    daily_quota: int = 2000
+    daily_quota: int | None = None
+    """Calls a day of every API, per appid; None: WeChat's limits (:data:`DAILY_LIMITS`)."""
     force_daily_limit: int = 20
     force_min_interval: float = 30.0
     hang_seconds: float = 60.0
@@ -290,7 +297,13 @@ class FakeWechat:
     def _over_quota(self, api: str, appid: str) -> bool:
         key = (api, appid, self._day())
         self._quota_used[key] += 1
-        return self._quota_used[key] > self.daily_quota
+        return self._quota_used[key] > self.daily_limit(api)
+
+    def daily_limit(self, api: str) -> int:
+        """The daily limit of ``api`` per appid: ``daily_quota`` when set, else WeChat's."""
+        if self.daily_quota is not None:
+            return self.daily_quota
+        return DAILY_LIMITS.get(api, DEFAULT_DAILY_LIMIT)
 
     def _issue(self, appid: str, chain: str) -> str:
         """Issue a new token on ``chain`` and make it the current one; returns its value."""
@@ -415,7 +428,7 @@ class FakeWechat:
         if path not in served or path.startswith("/_sim/"):
             return self._error(76021, "cgi_path not found, please check")
         used = self.quota_used(path, appid)
-        limit = self.daily_quota
+        limit = self.daily_limit(path)
         quota = {"daily_limit": limit, "used": used, "remain": max(0, limit - used)}
         return web.json_response({"errcode": 0, "errmsg": "ok", "quota": quota})
 
