@@ -65,6 +65,13 @@ async def accept(outbox: Outbox, message: dict[str, Any]) -> str | None:
     return await outbox.accept(STABLE_APPID, message, dedupe_key(message))
 
 
+async def accepted(outbox: Outbox, message: dict[str, Any]) -> str:
+    """:func:`accept` of a new push: its event_id."""
+    event_id = await accept(outbox, message)
+    assert event_id is not None
+    return event_id
+
+
 @pytest.fixture
 async def receiver() -> Any:
     target = ForwardReceiver()
@@ -130,7 +137,7 @@ async def test_a_target_down_for_a_while_then_back_gets_every_event_once(
     settings = push_settings(fake_url, sqlite_url(tmp_path), push_config(target.url))
     client = await start_service(settings)
     outbox = client.app[OUTBOX]
-    event_ids = {await accept(outbox, text_push(f"m{i}")) for i in range(5)}
+    event_ids = {await accepted(outbox, text_push(f"m{i}")) for i in range(5)}
 
     async def failed_twice() -> bool:
         stats = await outbox.stats(STABLE_APPID)
@@ -147,7 +154,7 @@ async def test_a_target_down_for_a_while_then_back_gets_every_event_once(
     try:
 
         async def drained() -> bool:
-            return (await outbox.stats(STABLE_APPID))["backlog"] == 0
+            return bool((await outbox.stats(STABLE_APPID))["backlog"] == 0)
 
         await wait_until(drained, timeout=20)
         assert sorted(target.event_ids()) == sorted(event_ids)  # each once, none lost
@@ -188,7 +195,7 @@ async def test_deliveries_pending_at_a_stop_are_delivered_once_after_the_start(
     target = ForwardReceiver()  # down while the pushes arrive
     settings = push_settings(fake_url, sqlite_url(tmp_path), push_config(target.url))
     first = await start_service(settings)
-    event_ids = {await accept(first.app[OUTBOX], text_push(f"m{i}")) for i in range(3)}
+    event_ids = {await accepted(first.app[OUTBOX], text_push(f"m{i}")) for i in range(3)}
     await first.close()  # tokensvc stops before any delivery got through
 
     await target.start()
@@ -196,7 +203,7 @@ async def test_deliveries_pending_at_a_stop_are_delivered_once_after_the_start(
         second = await start_service(settings)
 
         async def drained() -> bool:
-            return (await second.app[OUTBOX].stats(STABLE_APPID))["backlog"] == 0
+            return bool((await second.app[OUTBOX].stats(STABLE_APPID))["backlog"] == 0)
 
         await wait_until(drained, timeout=20)
         assert sorted(target.event_ids()) == sorted(event_ids)
@@ -237,7 +244,7 @@ async def test_a_push_accepted_then_killed_before_delivery_is_delivered_once_aft
             )
             message = pusher.text("o7esq5OI1Uej6Xixw1lA2H7XDVbc", "kill me")
             answers = await pusher.push(message)
-            assert [(a.status, a.body) for a in answers] == [(200, "success")]
+            assert [(a.status, a.text) for a in answers] == [(200, "success")]
         await service.kill()  # SIGKILL: WeChat was told success, nothing was delivered
         assert target.received == []
 
@@ -333,7 +340,7 @@ async def test_two_replicas_on_postgresql_deliver_each_push_once(
             await wait_until(lambda: len(receiver.answered) == pushes, timeout=20)
 
             async def drained() -> bool:
-                return (await outboxes[1].stats(STABLE_APPID))["backlog"] == 0
+                return bool((await outboxes[1].stats(STABLE_APPID))["backlog"] == 0)
 
             await wait_until(drained)
         finally:
