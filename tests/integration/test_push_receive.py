@@ -19,7 +19,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from sqlalchemy import func, select
 
-from tests.conftest import CLASSIC_APPID, SECRET_ENV, STABLE_APPID, base_config
+from tests.conftest import ADMIN_KEY, CLASSIC_APPID, SECRET_ENV, STABLE_APPID, base_config
 from tests.support.service import Start, wait_until
 from tokensvc.config import Settings, parse_settings
 from tokensvc.push import signing
@@ -369,3 +369,22 @@ async def test_a_chunked_body_past_the_limit_is_cut_off_with_413(
     writer.close()
     assert b" 413 " in status_line
     assert await stored(service) == 0
+
+
+async def test_metrics_count_each_outcome_in_one_valid_exposition(
+    service: TestClient[Any, Any], session: aiohttp.ClientSession
+) -> None:
+    """Prometheus refuses a scrape that declares one metric family twice."""
+    oa = oa_pusher(service, session)
+    await oa.push(oa.event("openid-m", "subscribe"), tries=2)
+    await service.post(f"/wechat/push/{CLASSIC_APPID}", data=b"<xml/>")
+    answer = await service.get("/metrics", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+    text = await answer.text()
+    for outcome, count in (("accepted", 1), ("duplicate", 1), ("refused", 1)):
+        line = (
+            f'tokensvc_push_received_total{{appid="{CLASSIC_APPID}",outcome="{outcome}"}} {count}.0'
+        )
+        assert line in text.splitlines()
+    declared = [line for line in text.splitlines() if line.startswith("# TYPE ")]
+    twice = sorted({line for line in declared if declared.count(line) > 1})
+    assert not twice, f"metric families declared twice: {twice}"
