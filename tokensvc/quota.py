@@ -18,23 +18,23 @@ app, API and day and calls ``on_low`` (the app writes it as a ``quota_low`` even
 page and ``/v1/status`` show the readings, the metric ``tokensvc_wechat_quota_remaining`` lets an
 alert fire before 45009 hits).
 
-It also counts the calls this process forwarded per app and API today (China time), shown next
-to the readings, so an operator sees what tokensvc itself spends even for an API ``quota/get``
-does not report. (Calls to the token APIs are counted from the events table instead, across
-replicas.)
+Which APIs tokensvc forwarded most comes from :class:`tokensvc.store.calls.CallCounter` (the
+calls every replica forwarded today), which the status page also shows, so an operator sees what
+tokensvc itself spends even for an API ``quota/get`` does not report.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
+import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from tokensvc.clock import Clock, rfc3339
-from tokensvc.errors import TokensvcError, TokenUnavailable, WechatAPIError
+from tokensvc.errors import StoreUnavailable, TokensvcError, TokenUnavailable, WechatAPIError
+from tokensvc.store.calls import CallCounter
 from tokensvc.tokens.manager import TokenManager
 from tokensvc.tokens.timing import next_quota_reset
 from tokensvc.tokens.values import RefreshAttempt, Trigger
@@ -111,6 +111,7 @@ class QuotaWatcher:
         *,
         interval: float = 600.0,
         first_delay: float = 30.0,
+        calls: CallCounter | None = None,
         on_low: Callable[[QuotaReading], None] | None = None,
     ) -> None:
         self._client = client
@@ -119,29 +120,10 @@ class QuotaWatcher:
         self.interval = interval
         self.first_delay = first_delay
         self._on_low = on_low
-        self._calls_reset_at = next_quota_reset(clock.now())
-        self._calls: dict[str, collections.Counter[str]] = collections.defaultdict(
-            collections.Counter
-        )
+        self._calls = calls
         self._readings: dict[str, dict[str, QuotaReading]] = {}
         self._skip_until: dict[tuple[str, str], float] = {}  # (appid, api or "") -> epoch
         self._warned: set[tuple[str, str, float]] = set()
-
-    def note_call(self, appid: str, api: str) -> None:
-        """Count one call tokensvc forwarded for ``appid`` to ``api`` (a WeChat path) today."""
-        self._roll_day()
-        self._calls[appid][api] += 1
-
-    def forwarded_today(self, appid: str) -> dict[str, int]:
-        """``{api: calls}`` this process forwarded for ``appid`` today (China time), most first."""
-        self._roll_day()
-        return dict(self._calls[appid].most_common()) if appid in self._calls else {}
-
-    def _roll_day(self) -> None:
-        now = self._clock.now()
-        if now >= self._calls_reset_at:
-            self._calls_reset_at = next_quota_reset(now)
-            self._calls.clear()
 
     def readings(self, appid: str) -> list[QuotaReading]:
         """The app's latest reading per API, the token API first."""
@@ -151,11 +133,16 @@ class QuotaWatcher:
         """Every app's latest readings."""
         return [r for by_api in self._readings.values() for r in by_api.values()]
 
-    def apis(self, manager: TokenManager) -> list[str]:
-        """What a round reads for the app: its token API, then the most forwarded ones."""
+    async def apis(self, manager: TokenManager) -> list[str]:
+        """What a round reads for the app: its token API, then the ones tokensvc forwarded most
+        today (only the token API when the counts cannot be read)."""
         token_api = CLASSIC_TOKEN_API if manager.app.token_api == "classic" else STABLE_TOKEN_API
         apis = [token_api]
-        for api, _ in self._calls[manager.appid].most_common():
+        forwarded: Mapping[str, int] = {}
+        if self._calls is not None:
+            with contextlib.suppress(StoreUnavailable):
+                forwarded = (await self._calls.today([manager.appid])).get(manager.appid, {})
+        for api in forwarded:  # most called first
             if len(apis) == MAX_APIS:
                 break
             if api not in apis:
@@ -173,7 +160,7 @@ class QuotaWatcher:
             access_token = manager.current().access_token
         except TokenUnavailable:
             return
-        for api in self.apis(manager):
+        for api in await self.apis(manager):
             if self._skip_until.get((appid, api), 0) > now:
                 continue
             try:

@@ -17,6 +17,7 @@ from typing import Any
 from tokensvc.clock import Clock, rfc3339
 from tokensvc.quota import QuotaReading, QuotaWatcher
 from tokensvc.secret import fingerprint
+from tokensvc.store.calls import CallCounter
 from tokensvc.store.events import EventLog
 from tokensvc.tokens import timing
 from tokensvc.tokens.manager import TokenManager
@@ -178,6 +179,7 @@ def app_status(
     calls_today: int,
     tally: PassiveTally,
     quota: QuotaWatcher | None = None,
+    forwarded: Mapping[str, int] | None = None,
 ) -> AppStatus:
     """The :class:`AppStatus` of one app, from memory (no I/O)."""
     record = manager.record
@@ -214,7 +216,7 @@ def app_status(
         has_token=token is not None,
         served=manager.served() is not None,
         quota=readings,
-        forwarded_today=quota.forwarded_today(manager.appid) if quota is not None else {},
+        forwarded_today=forwarded or {},
     )
 
 
@@ -237,14 +239,22 @@ async def collect_apps(
     tally: PassiveTally,
     now: float,
     quota: QuotaWatcher | None = None,
+    calls: CallCounter | None = None,
 ) -> list[AppStatus]:
-    """Every app's :class:`AppStatus`, in configuration order; one database query (the calls
-    to WeChat's token API today, China time). Raises :class:`StoreUnavailable`."""
+    """Every app's :class:`AppStatus`, in configuration order; two database queries (the calls
+    to WeChat's token API today, China time, and the calls forwarded today). Raises
+    :class:`StoreUnavailable`."""
     day_start = timing.next_quota_reset(now) - 86400
     calls_today = await events.count_since(day_start)
+    forwarded = await calls.today() if calls is not None else {}
     return [
         app_status(
-            manager, now=now, calls_today=calls_today.get(appid, 0), tally=tally, quota=quota
+            manager,
+            now=now,
+            calls_today=calls_today.get(appid, 0),
+            tally=tally,
+            quota=quota,
+            forwarded=forwarded.get(appid),
         )
         for appid, manager in managers.items()
     ]
@@ -271,6 +281,7 @@ async def build_status(
     tally: PassiveTally,
     clock: Clock,
     quota: QuotaWatcher | None = None,
+    calls: CallCounter | None = None,
 ) -> dict[str, Any]:
     """The status document.
 
@@ -287,6 +298,6 @@ async def build_status(
     events cannot be read.
     """
     now = clock.now()
-    apps = await collect_apps(managers, events, tally, now, quota)
+    apps = await collect_apps(managers, events, tally, now, quota, calls)
     recent = [event_json(event) for event in await events.latest(50)]
     return {"now": rfc3339(now), "apps": [app.to_json() for app in apps], "events": recent}

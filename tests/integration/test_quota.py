@@ -16,7 +16,8 @@ from tests.conftest import ADMIN_KEY, AUTH, CLASSIC_APPID, SECRETS, STABLE_APPID
 from tests.support.service import Start, ready, wait_until
 from tokensvc.quota import QuotaWatcher
 from tokensvc.simulator import FakeWechat
-from tokensvc.web.keys import CLIENT, CLOCK, MANAGERS, QUOTA
+from tokensvc.store.calls import FLUSH_SECONDS, CallCounter
+from tokensvc.web.keys import CALLS, CLIENT, CLOCK, MANAGERS, QUOTA, STORE
 
 QUOTA_API = "/cgi-bin/openapi/quota/get"
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -32,7 +33,7 @@ def watcher_of(service: TestClient[Any, Any]) -> QuotaWatcher:
     """A watcher on the running service's WeChat client and managers (never started as a loop:
     the test runs its rounds)."""
     app = service.server.app
-    return QuotaWatcher(app[CLIENT], app[MANAGERS], app[CLOCK])
+    return QuotaWatcher(app[CLIENT], app[MANAGERS], app[CLOCK], calls=app[CALLS])
 
 
 async def test_quota_readings_match_what_wechat_served(
@@ -43,10 +44,8 @@ async def test_quota_readings_match_what_wechat_served(
             f"/v1/apps/{CLASSIC_APPID}/messages/template", json=TEMPLATE, headers=AUTH
         )
         assert (await response.json())["errcode"] == 0
-    watcher = watcher_of(service)
-    for _ in range(3):
-        watcher.note_call(CLASSIC_APPID, "/cgi-bin/message/template/send")
-    watcher.note_call(CLASSIC_APPID, "/sns/jscode2session")  # WeChat will not report sns/
+    watcher = watcher_of(service)  # the proxy counted the 3 sends
+    service.server.app[CALLS].note(CLASSIC_APPID, "/sns/jscode2session")  # not reported: 76022
 
     manager = service.server.app[MANAGERS][CLASSIC_APPID]
     await watcher.check(manager)
@@ -141,7 +140,7 @@ async def test_the_running_service_exports_its_readings(
     )
     assert (await response.json())["errcode"] == 0
     manager = app[MANAGERS][CLASSIC_APPID]
-    assert watcher.apis(manager) == ["/cgi-bin/token", "/cgi-bin/message/template/send"]
+    assert await watcher.apis(manager) == ["/cgi-bin/token", "/cgi-bin/message/template/send"]
     await watcher.check(manager)  # the round the loop runs every 10 minutes
     metrics = await (
         await service.get("/metrics", headers={"Authorization": f"Bearer {ADMIN_KEY}"})
@@ -181,3 +180,39 @@ async def test_a_round_reads_every_app_within_seconds_not_spread_over_the_interv
     finally:
         task.cancel()
     assert fake.count(QUOTA_API) == len(app[MANAGERS])  # one round: one reading per app
+
+
+async def test_forwarded_calls_are_stored_and_summed_over_replicas(
+    fake: FakeWechat, service: TestClient[Any, Any]
+) -> None:
+    """The calls tokensvc forwarded today are written to ``api_calls`` (every minute and at
+    shutdown) and ``/v1/status`` shows every replica's sum, also for an API ``quota/get`` does
+    not report."""
+    app = service.server.app
+    for _ in range(2):
+        response = await service.post(
+            f"/v1/apps/{CLASSIC_APPID}/messages/template", json=TEMPLATE, headers=AUTH
+        )
+        assert (await response.json())["errcode"] == 0
+    assert FLUSH_SECONDS == 60
+    await app[CALLS].flush()  # what the service's loop does every minute
+    other = CallCounter(app[STORE], app[CLOCK])  # another replica on the same database
+    for _ in range(5):
+        other.note(CLASSIC_APPID, "/cgi-bin/message/template/send")
+    other.note(CLASSIC_APPID, "/wxa/getwxacodeunlimit")
+    await other.flush()
+    app[CALLS].note(CLASSIC_APPID, "/wxa/getwxacodeunlimit")  # not written yet: counted too
+
+    document = await (await service.get("/v1/status", headers=ADMIN)).json()
+    status = next(a for a in document["apps"] if a["appid"] == CLASSIC_APPID)
+    assert status["forwarded_today"] == {
+        "/cgi-bin/message/template/send": 7,
+        "/wxa/getwxacodeunlimit": 2,
+    }
+    assert list(status["forwarded_today"]) == [
+        "/cgi-bin/message/template/send",
+        "/wxa/getwxacodeunlimit",
+    ]  # most called first
+    assert await CallCounter(app[STORE], app[CLOCK]).today([CLASSIC_APPID]) == {
+        CLASSIC_APPID: {"/cgi-bin/message/template/send": 7, "/wxa/getwxacodeunlimit": 1}
+    }  # what is in the table: the last call is still in the service's memory

@@ -75,6 +75,19 @@ class RefreshEvent(Base):
     latency: Mapped[float] = mapped_column(Double)
 
 
+class ApiCall(Base):
+    """Calls tokensvc forwarded for ``appid`` to the WeChat API path ``api`` on ``day`` (the
+    China day, as the UTC epoch second of its start): every replica adds its counts (see
+    :class:`tokensvc.store.calls.CallCounter`)."""
+
+    __tablename__ = "api_calls"
+
+    day: Mapped[int] = mapped_column(Integer, primary_key=True)
+    appid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    api: Mapped[str] = mapped_column(String(256), primary_key=True)
+    calls: Mapped[int] = mapped_column(Integer, nullable=False)
+
+
 class PushMessage(Base):
     """One accepted WeChat push (the outbox): written before any delivery is attempted.
 

@@ -68,8 +68,8 @@ class RefreshAttempt:
     to WeChat; ``"dead"`` (WeChat proved the token dead; ``fingerprint`` is the dead token's)
     and ``"contested"`` (another system keeps killing the app's tokens) are notes that cost no
     call (see :data:`UPSTREAM_OUTCOMES`), and so is ``"quota_low"`` (trigger ``quota``: less
-    than 10 % of a WeChat daily quota left; ``errmsg`` names the API and the counts). ``latency`` seconds; ``at`` UTC epoch seconds;
-    ``fingerprint`` of the new token or None.
+    than 10 % of a WeChat daily quota left; ``errmsg`` names the API and the counts).
+    ``latency`` seconds; ``at`` UTC epoch seconds; ``fingerprint`` of the new token or None.
     """
 
     appid: str

@@ -26,6 +26,7 @@ from tokensvc.push.outbox import Outbox
 from tokensvc.quota import QuotaReading, QuotaWatcher, quota_low_event
 from tokensvc.sender import Sender
 from tokensvc.status_report import PassiveTally
+from tokensvc.store.calls import CallCounter
 from tokensvc.store.events import EventLog
 from tokensvc.store.filelock import exclusive_database, make_private, sqlite_file
 from tokensvc.store.migrate import upgrade_to_head
@@ -40,6 +41,7 @@ from tokensvc.web.auth import Authenticator
 from tokensvc.web.errors import Unmatched, json_errors
 from tokensvc.web.keys import (
     AUTH,
+    CALLS,
     CLIENT,
     CLOCK,
     EVENTS,
@@ -228,14 +230,17 @@ async def _quota(app: web.Application) -> AsyncIterator[None]:
     def note_low(reading: QuotaReading) -> None:
         events.record(quota_low_event(reading))
 
-    watcher = QuotaWatcher(app[CLIENT], app[MANAGERS], app[CLOCK], on_low=note_low)
+    calls = app[CALLS] = CallCounter(app[STORE], app[CLOCK])
+    watcher = QuotaWatcher(app[CLIENT], app[MANAGERS], app[CLOCK], calls=calls, on_low=note_low)
     app[QUOTA] = watcher
     app[METRICS].watch_quota(watcher.all_readings)
-    task = asyncio.create_task(watcher.run())
+    tasks = [asyncio.create_task(watcher.run()), asyncio.create_task(calls.run())]
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 async def _managers(app: web.Application) -> AsyncIterator[None]:

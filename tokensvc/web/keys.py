@@ -14,6 +14,7 @@ from tokensvc.push.outbox import Outbox
 from tokensvc.quota import QuotaWatcher
 from tokensvc.sender import Sender
 from tokensvc.status_report import PassiveTally
+from tokensvc.store.calls import CallCounter
 from tokensvc.store.events import EventLog
 from tokensvc.store.repo import TokenStore
 from tokensvc.tokens.manager import TokenManager
@@ -31,5 +32,6 @@ SENDER = web.AppKey("sender", Sender)
 EVENTS = web.AppKey("events", EventLog)
 PASSIVE_TALLY = web.AppKey("passive_tally", PassiveTally)
 QUOTA = web.AppKey("quota", QuotaWatcher)
+CALLS = web.AppKey("calls", CallCounter)
 OUTBOX = web.AppKey("outbox", Outbox)
 GRANTS = web.AppKey("grants", GrantLedger)

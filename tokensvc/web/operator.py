@@ -34,7 +34,17 @@ from tokensvc.tokens.manager import TokenManager
 from tokensvc.tokens.values import RefreshOutcome, TokenState, Trigger
 from tokensvc.web.api import configured_manager, token_body
 from tokensvc.web.errors import domain_error, json_error
-from tokensvc.web.keys import AUTH, CLOCK, EVENTS, MANAGERS, METRICS, PASSIVE_TALLY, QUOTA, SETTINGS
+from tokensvc.web.keys import (
+    AUTH,
+    CALLS,
+    CLOCK,
+    EVENTS,
+    MANAGERS,
+    METRICS,
+    PASSIVE_TALLY,
+    QUOTA,
+    SETTINGS,
+)
 from tokensvc.web.status_view import (
     STRIP_SLOT_SECONDS,
     Card,
@@ -132,7 +142,9 @@ async def _status_page(request: web.Request, query: PageQuery) -> dict[str, Any]
     events = app[EVENTS]
     now = app[CLOCK].now()
     try:
-        apps = await collect_apps(app[MANAGERS], events, app[PASSIVE_TALLY], now, app.get(QUOTA))
+        apps = await collect_apps(
+            app[MANAGERS], events, app[PASSIVE_TALLY], now, app.get(QUOTA), app.get(CALLS)
+        )
         counts = Counter(a.state for a in apps)
         matching = sorted(
             (a for a in apps if query.matches(a)),
@@ -221,7 +233,12 @@ async def status_json(request: web.Request) -> web.Response:
     app = request.app
     try:
         document = await build_status(
-            app[MANAGERS], app[EVENTS], app[PASSIVE_TALLY], app[CLOCK], app.get(QUOTA)
+            app[MANAGERS],
+            app[EVENTS],
+            app[PASSIVE_TALLY],
+            app[CLOCK],
+            app.get(QUOTA),
+            app.get(CALLS),
         )
     except StoreUnavailable as exc:
         raise domain_error(exc, app[CLOCK].now(), code="database_unavailable") from None

@@ -32,7 +32,7 @@ from tokensvc.web.api import authorised_manager
 from tokensvc.web.auth import CLIENT_NAME
 from tokensvc.web.body import read_body, read_json_object, string_field
 from tokensvc.web.errors import domain_error, json_error
-from tokensvc.web.keys import CLOCK, METRICS, QUOTA, SENDER, SETTINGS
+from tokensvc.web.keys import CALLS, CLOCK, METRICS, SENDER, SETTINGS
 from tokensvc.wechat.client import RawAnswer
 from tokensvc.wechat.messages import MESSAGE_ROUTES, BodyError, route_for_kind_hint
 
@@ -80,7 +80,7 @@ async def proxied(
         raise failure(exc, api, request.app[CLOCK].now()) from None
     finally:
         if appid != "-":
-            request.app[QUOTA].note_call(appid, api)
+            request.app[CALLS].note(appid, api)
         label = metrics.api_label(api)
         metrics.proxy.labels(appid, client, label, bounded_outcome(outcome)).inc()
         metrics.proxy_duration.labels(appid, label).observe(time.monotonic() - started)
