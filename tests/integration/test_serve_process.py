@@ -195,6 +195,18 @@ def test_migrate_creates_the_schema(tmp_path: Path) -> None:
         tables = {row[0] for row in db.execute("select name from sqlite_master where type='table'")}
     assert {"app_tokens", "alembic_version"} <= tables
     assert (tmp_path / "m.db").stat().st_mode & 0o777 == 0o600  # it will hold live tokens
+    # one line says what changed; Alembic's own INFO lines (context, DDL mode) are held back
+    assert "database schema upgraded empty -> " in done.stderr
+    assert "alembic" not in done.stderr and "Running upgrade" not in done.stderr
+    again = subprocess.run(
+        command("migrate", "--config", str(config)),
+        env={**os.environ, **SECRET_ENV},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert again.returncode == 0 and "upgraded" not in again.stderr
+    assert "is at the newest schema" in again.stderr
 
 
 async def start_and_read(
