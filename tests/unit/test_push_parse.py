@@ -307,6 +307,12 @@ def test_malformed_json_is_refused(body: bytes) -> None:
     assert refused(lambda: parse_body(body, "json")).code == "bad_push"
 
 
+def test_a_body_in_the_other_format_names_the_setting() -> None:
+    for body, fmt in ((b' {"MsgType": "text"}', "xml"), (b"<xml><a>1</a></xml>", "json")):
+        error = refused(lambda: parse_body(body, fmt))  # noqa: B023
+        assert error.code == "bad_push" and "[apps.push] format" in error.message
+
+
 def test_a_push_without_the_fields_every_push_has_is_refused() -> None:
     push = push_config()
     ts, nonce = str(int(NOW)), "99"

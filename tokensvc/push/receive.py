@@ -156,8 +156,17 @@ def parse_body(body: bytes, push_format: str) -> dict[str, Any]:
     """A push body (``xml`` or ``json``) as a dict; raises :class:`PushRefused` (400
     ``bad_push``) when it is empty, not UTF-8, malformed, has a DTD or entities (never
     expanded), nests deeper than :data:`MAX_DEPTH`, or is not one object / one root element."""
-    if not body.strip():
+    stripped = body.lstrip()
+    if not stripped:
         raise PushRefused(400, "bad_push", "the push body is empty")
+    other = "json" if push_format == "xml" else "xml"
+    if stripped[:1] == (b"{" if other == "json" else b"<"):
+        raise PushRefused(
+            400,
+            "bad_push",
+            f'the push body is {other.upper()} but [apps.push] format is "{push_format}": '
+            "set it as in WeChat's console (数据格式)",
+        )
     if push_format == "json":
         try:
             parsed = json.loads(body.decode("utf-8"))
