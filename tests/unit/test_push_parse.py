@@ -223,6 +223,9 @@ def test_safe_mode_refuses_a_plaintext_push_and_plaintext_mode_an_encrypted_one(
     encrypted = pusher("safe").prepare(pusher().text("o", "hi"))
     error = refused(lambda: open_push(push_config(), APPID, encrypted.query, encrypted.body, NOW))
     assert (error.status, error.code) == (400, "mode_mismatch")
+    keyed_plaintext = push_config(encoding_aes_key_env="PUSH_AES", mode="plaintext")
+    error = refused(lambda: open_push(keyed_plaintext, APPID, encrypted.query, encrypted.body, NOW))
+    assert error.code == "mode_mismatch"
     compatible = push_config(encoding_aes_key_env="PUSH_AES", mode="compatible")
     assert open_push(compatible, APPID, plain.query, plain.body, NOW)["Content"] == "hi"
 

@@ -117,7 +117,7 @@ def open_push(
     timestamp, nonce = _check_signature(push, query, now)
     outer = parse_body(body, push.format)
     encrypted = query.get("encrypt_type", "").lower() == "aes"
-    if encrypted and push.aes_key is None:
+    if encrypted and (push.mode == "plaintext" or push.aes_key is None):
         raise PushRefused(
             400,
             "mode_mismatch",
