@@ -73,3 +73,11 @@ def test_proxy_benchmark_compares_with_the_bare_forwarder() -> None:
     assert "== send proxy: tokensvc vs bare-proxy, 1 repeat(s)" in out
     assert "throughput tokensvc/bare-proxy: " in out
     assert set(re.findall(r"errors (\d+)", out)) == {"0"}
+
+
+def test_push_benchmark_measures_latency_and_throughput() -> None:
+    out = run_script("bench_push.py", "--smoke")
+    assert "== push-to-forward latency, 20 pushes " in out and " p99 " in out
+    assert re.search(r"== throughput, 4 pushers for 1 s: \d+ pushes/s accepted", out)
+    assert "NOT DRAINED" not in out
+    assert "duplicates 0, bad signatures 0" in out

@@ -19,8 +19,9 @@ pushes). Up to :data:`MAX_BATCHES` batches of :data:`BATCH_SIZE` are in flight a
 one pooled ``aiohttp.ClientSession``; a slow target holds one batch, not the worker.
 
 Metrics: ``tokensvc_push_deliveries_total{appid,outcome}`` (outcome ``delivered``, ``retry``,
-``failed``), ``tokensvc_push_delivery_backlog{appid}`` (pending deliveries, every replica's)
-and ``tokensvc_push_received_total{appid}`` (pushes this instance accepted).
+``failed``) and ``tokensvc_push_delivery_backlog{appid}`` (pending deliveries, every
+replica's, as counted at most a second ago); the receiving route counts pushes
+(``tokensvc_push_received_total{appid,outcome}``).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from typing import Literal
 
 import aiohttp
 from prometheus_client import CollectorRegistry, Counter
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from tokensvc.clock import Clock
@@ -84,14 +85,7 @@ class _BacklogCollector(Collector):
         )
         for appid, n in sorted(self._outbox.backlog.items()):
             backlog.add_metric([appid], n)
-        received = CounterMetricFamily(
-            "tokensvc_push_received",
-            "WeChat pushes this instance accepted (retries of a push not counted).",
-            labels=["appid"],
-        )
-        for appid, n in sorted(self._outbox.received.items()):
-            received.add_metric([appid], n)
-        return [backlog, received]
+        return [backlog]
 
 
 class DeliveryWorker:

@@ -98,8 +98,7 @@ class Outbox:
     :class:`~tokensvc.errors.StoreUnavailable`.
 
     ``wake`` is set by every :meth:`accept` that queued a delivery: the worker starts at once
-    instead of waiting for its next poll. ``received`` counts this instance's accepted pushes
-    per appid (for the metrics).
+    instead of waiting for its next poll.
     """
 
     def __init__(self, store: TokenStore, settings: Settings, clock: Clock) -> None:
@@ -110,7 +109,6 @@ class Outbox:
         """SQLite: this process is the database's only user (see the module docstring)."""
         self.grants = GrantLedger(store, clock)
         self.wake = asyncio.Event()
-        self.received: dict[str, int] = {}
         self.backlog: dict[str, int] = {}
         """Pending deliveries per appid as last counted by :meth:`count_backlog`."""
 
@@ -175,7 +173,6 @@ class Outbox:
                     ],
                 )
             await self.grants.apply(conn, appid, message, now)
-        self.received[appid] = self.received.get(appid, 0) + 1
         if targets:
             self.wake.set()
         return event_id
