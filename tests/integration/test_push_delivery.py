@@ -111,6 +111,29 @@ async def test_a_push_reaches_its_target_as_wechats_fields_plus_appid_and_event_
     assert len(receiver.received) == 1
 
 
+def hostile_push() -> dict[str, Any]:
+    """A JSON push whose strings hold what a text column cannot: a lone surrogate (JSON's
+    ``\\udcff``) and NUL, in a field the ledger and dedupe key read too."""
+    return {
+        **text_push("\udcff bad \x00 bytes"),
+        "FromUserName": "o\x00\udcff",
+        "MsgType": "event",
+        "Event": "subscribe_msg_popup_event\x00",
+        "List": [{"TemplateId": "T\udcff", "SubscribeStatusString": "accept"}],
+    }
+
+
+async def test_a_json_push_with_unstorable_characters_is_stored_and_delivered(
+    fake_url: str, tmp_path: Path, start_service: Start, receiver: ForwardReceiver
+) -> None:
+    settings = push_settings(fake_url, sqlite_url(tmp_path), push_config(receiver.url))
+    client = await start_service(settings)
+    event_id = await accepted(client.app[OUTBOX], hostile_push())
+    await wait_until(lambda: receiver.event_ids() == [event_id])
+    assert receiver.answered[0].body["Content"] == "\udcff bad \x00 bytes"
+    assert receiver.answered[0].verified
+
+
 async def test_targets_get_only_the_events_and_message_types_they_asked_for(
     fake_url: str, tmp_path: Path, start_service: Start, receiver: ForwardReceiver
 ) -> None:
@@ -324,7 +347,8 @@ async def test_two_replicas_on_postgresql_deliver_each_push_once(
     clock = SystemClock()
     outboxes = [Outbox(TokenStore(engine), settings, clock) for engine in engines]
     pushes = 500  # more than one replica takes at once (4 batches of 100)
-    for i in range(pushes):
+    await accepted(outboxes[0], hostile_push())  # NUL: PostgreSQL's text refuses it
+    for i in range(pushes - 1):
         await accept(outboxes[0], text_push(f"m{i}"))
     receiver.hold = asyncio.Event()  # deliveries stay in flight: each replica claims its most
     registries = [CollectorRegistry(), CollectorRegistry()]

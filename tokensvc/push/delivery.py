@@ -228,8 +228,9 @@ class DeliveryWorker:
                     retry_after = _seconds(response.headers.get("Retry-After"))
         except TimeoutError:
             error = f"no answer within {ATTEMPT_TIMEOUT:g} s"
-        except aiohttp.ClientError as exc:
-            error = f"{type(exc).__name__}: {exc}"[:300]
+        except aiohttp.ClientError as exc:  # the URL as shown: no credentials in the error
+            error = f"{type(exc).__name__}: {exc}".replace(target.url, shown_url(target.url))
+            error = error[:300]
         now = self._clock.now()
         if now - claimed.created_at >= GIVE_UP_AFTER:
             return Outcome(claimed.id, FAILED, now, http_status=http_status, error=error)

@@ -77,10 +77,25 @@ class GrantItem:
     errcode: int | None
 
 
+def storable(text: str) -> bool:
+    """True when ``text`` can be stored in a text column of both databases: valid UTF-8 (no
+    lone surrogates, which a JSON push's ``\\ud800`` escapes can produce) and no NUL
+    character (PostgreSQL refuses it)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _text(value: Any) -> str | None:
+    """``value`` as an id or status: a string or integer, 1-128 characters once stripped,
+    :func:`storable`; else None."""
     if isinstance(value, str | int) and not isinstance(value, bool):
         text = str(value).strip()
-        return text if 0 < len(text) <= MAX_ID_LENGTH else None
+        return text if 0 < len(text) <= MAX_ID_LENGTH and storable(text) else None
     return None
 
 

@@ -33,7 +33,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from tokensvc.clock import Clock, rfc3339
-from tokensvc.push.grants import GrantLedger
+from tokensvc.push.grants import GrantLedger, storable
 from tokensvc.settings import ForwardTarget, Settings
 from tokensvc.store.repo import TokenStore
 from tokensvc.store.tables import PushDelivery, PushMessage
@@ -129,15 +129,15 @@ class Outbox:
         ``dedupe_key`` was already accepted (WeChat's retry: nothing is stored or delivered
         again). One transaction: the push, its deliveries and the grant ledger commit
         together or not at all. Raises :class:`~tokensvc.errors.StoreUnavailable`."""
-        if len(dedupe_key) > MAX_DEDUPE_KEY:
-            dedupe_key = "sha256:" + hashlib.sha256(dedupe_key.encode()).hexdigest()
+        if len(dedupe_key) > MAX_DEDUPE_KEY or not storable(dedupe_key):
+            raw_key = dedupe_key.encode("utf-8", "surrogatepass")
+            dedupe_key = "sha256:" + hashlib.sha256(raw_key).hexdigest()
         now = self._clock.now()
         event_id = uuid.uuid4().hex
-        body = json.dumps(
-            {**message, "appid": appid, "event_id": event_id},
-            ensure_ascii=False,
-            separators=(",", ":"),
-        )
+        document = {**message, "appid": appid, "event_id": event_id}
+        body = json.dumps(document, ensure_ascii=False, separators=(",", ":"))
+        if not storable(body):  # a lone surrogate from a JSON push: keep it escaped
+            body = json.dumps(document, separators=(",", ":"))
         row = {
             "appid": appid,
             "dedupe_key": dedupe_key,
@@ -369,4 +369,7 @@ def _empty_target(url: str) -> dict[str, Any]:
 
 
 def _short(value: Any) -> str | None:
-    return str(value)[:64] if isinstance(value, str | int) and value != "" else None
+    if isinstance(value, str | int) and not isinstance(value, bool) and value != "":
+        text = str(value)[:64]
+        return text if storable(text) else None
+    return None
