@@ -35,8 +35,8 @@ from tests.support.forward import (
 from tests.support.postgres import PostgresCluster, find_bindir
 from tests.support.replicas import Replica
 from tests.support.service import Start, free_port, wait_until
-from tokensvc.clock import SystemClock
-from tokensvc.push.delivery import DeliveryWorker
+from tokensvc.clock import FakeClock, SystemClock
+from tokensvc.push.delivery import GIVE_UP_AFTER, RETRY_MAX_INTERVAL, DeliveryWorker
 from tokensvc.push.outbox import Outbox
 from tokensvc.push.receive import dedupe_key
 from tokensvc.simulator.push import WechatPusher
@@ -173,6 +173,12 @@ async def test_a_target_down_for_a_while_then_back_gets_every_event_once(
     assert "ClientConnectorError" in stats["targets"][0]["last_failure"]["error"]
     assert stats["targets"][0]["last_failure"]["http_status"] is None
 
+    async def backlog_exported() -> bool:
+        metrics = await (await client.get("/metrics", headers=_admin())).text()
+        return f'tokensvc_push_delivery_backlog{{appid="{STABLE_APPID}"}} 5.0' in metrics
+
+    await wait_until(backlog_exported)
+
     await target.start()
     try:
 
@@ -232,6 +238,42 @@ async def test_deliveries_pending_at_a_stop_are_delivered_once_after_the_start(
         assert sorted(target.event_ids()) == sorted(event_ids)
     finally:
         await target.stop()
+
+
+async def test_a_delivery_failing_for_24_hours_is_marked_failed_and_shown(
+    fake_url: str, tmp_path: Path
+) -> None:
+    target = ForwardReceiver()  # never listens
+    url = sqlite_url(tmp_path)
+    settings = push_settings(fake_url, url, push_config(target.url))
+    engine = make_engine(url)
+    await upgrade_to_head(engine)
+    clock = FakeClock()
+    outbox = Outbox(TokenStore(engine), settings, clock)
+    event_id = await accepted(outbox, text_push())
+    async with aiohttp.ClientSession() as session:
+        worker = DeliveryWorker(outbox, session, clock, CollectorRegistry())
+        assert await worker.run_once() == 1
+        await worker.drain()
+        assert await worker.run_once() == 0  # not due before its backoff
+        clock.advance(GIVE_UP_AFTER - 60)
+        assert await worker.run_once() == 1  # still retried after 23 h 59 min
+        await worker.drain()
+        stats = await outbox.stats(STABLE_APPID)
+        assert (stats["backlog"], stats["failed"]) == (1, 0)
+        clock.advance(RETRY_MAX_INTERVAL)
+        assert await worker.run_once() == 1
+        await worker.drain()
+    stats = await outbox.stats(STABLE_APPID)
+    assert (stats["backlog"], stats["failed"]) == (0, 1)
+    failure = stats["targets"][0]["last_failure"]
+    assert failure["attempts"] == 3 and "ClientConnectorError" in failure["error"]
+    assert stats["targets"][0]["failed"] == 1
+    assert event_id not in target.event_ids()
+    # pruned once older than the retention, with its push
+    assert await outbox.prune(clock.now() + 1) == 1
+    assert (await outbox.stats(STABLE_APPID))["failed"] == 0
+    await engine.dispose()
 
 
 def _admin() -> dict[str, str]:
