@@ -23,11 +23,12 @@ from sqlalchemy import func, select
 from tests.conftest import ADMIN_KEY, CLASSIC_APPID, SECRET_ENV, STABLE_APPID, base_config
 from tests.support.service import Start, wait_until
 from tokensvc.config import Settings, parse_settings
+from tokensvc.errors import StoreUnavailable
 from tokensvc.push import signing
 from tokensvc.push.receive import MAX_PUSH_BYTES
 from tokensvc.simulator.push import PreparedPush, WechatPusher, make_encoding_aes_key
 from tokensvc.store.tables import PushMessage
-from tokensvc.web.keys import METRICS, STORE
+from tokensvc.web.keys import METRICS, OUTBOX, STORE
 
 OA_TOKEN = "oaPushToken2026"
 MP_TOKEN = "mpPushToken2026"
@@ -426,3 +427,27 @@ async def test_no_mutation_of_a_signed_safe_mode_push_is_accepted_as_a_new_one(
     assert received(service, STABLE_APPID, "accepted") == 1
     assert await stored(service) == 1
     assert {400, 403} <= statuses
+
+
+async def test_a_push_the_database_cannot_take_is_503_and_wechats_retry_is_accepted(
+    service: TestClient[Any, Any],
+    session: aiohttp.ClientSession,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    outbox = service.app[OUTBOX]
+    real_accept = outbox.accept
+
+    async def database_down(*args: Any) -> str | None:
+        raise StoreUnavailable("database is locked")
+
+    monkeypatch.setattr(outbox, "accept", database_down)
+    oa = oa_pusher(service, session)
+    event = oa.event("openid-db", "subscribe")
+    (first,) = await oa.push(event)
+    assert first.status == 503
+    assert json.loads(first.text)["error"] == "database_unavailable"
+    assert received(service, CLASSIC_APPID, "error") == 1
+    monkeypatch.setattr(outbox, "accept", real_accept)
+    assert [a.text for a in await oa.push(event, tries=2)] == ["success", "success"]
+    assert received(service, CLASSIC_APPID, "accepted") == 1
+    assert await stored(service) == 1
