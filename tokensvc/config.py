@@ -497,7 +497,10 @@ def _parse_forward(
                 r.key("url"), "must be an http:// or https:// URL, like https://biz.example/wx"
             )
         if url in urls:
-            raise ConfigError(r.key("url"), "the same URL is given twice for this app")
+            raise ConfigError(
+                r.key("url"),
+                "the same URL is given twice for this app: keep one [[apps.push.forward]]",
+            )
         urls.add(url)
         secret = _one_of_env_or_file(r, "secret", "the HMAC key", env, base_dir, warnings)
         if secret is None:
