@@ -24,13 +24,12 @@ from tokensvc.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from tokensvc.metrics import bounded_outcome
 from tokensvc.push.grants import subscribe_grant
 from tokensvc.sender import JSCODE2SESSION_API, SendResult
 from tokensvc.tokens.manager import TokenManager
 from tokensvc.web.api import authorised_manager
 from tokensvc.web.auth import CLIENT_NAME
-from tokensvc.web.body import read_body, read_json_object, string_field
+from tokensvc.web.body import read_body, read_json_body, read_json_object, string_field
 from tokensvc.web.errors import domain_error, json_error
 from tokensvc.web.keys import CALLS, CLOCK, METRICS, SENDER, SETTINGS
 from tokensvc.wechat.client import RawAnswer
@@ -81,9 +80,7 @@ async def proxied(
     finally:
         if appid != "-":
             request.app[CALLS].note(appid, api)
-        label = metrics.api_label(api)
-        metrics.proxy.labels(appid, client, label, bounded_outcome(outcome)).inc()
-        metrics.proxy_duration.labels(appid, label).observe(time.monotonic() - started)
+        metrics.observe_proxy(appid, client, api, outcome, time.monotonic() - started)
 
 
 def failure_outcome(exc: TokensvcError, api: str) -> str:
@@ -149,7 +146,8 @@ async def send_message(request: web.Request) -> web.Response:
         )
     if manager.app.kind not in route.kinds:
         raise json_error(400, "bad_request", route_for_kind_hint(route, manager.app.kind))
-    body = await read_json_object(request, MAX_PROXY_BODY)
+    received = await read_json_body(request, MAX_PROXY_BODY)
+    body = received.object
     if "access_token" in body:
         raise json_error(
             400, "bad_request", "field access_token must not be sent: tokensvc adds it"
@@ -164,7 +162,15 @@ async def send_message(request: web.Request) -> web.Response:
             request,
             manager.appid,
             route.api,
-            lambda: sender.send(manager, "POST", route.api, json_body=body),
+            # the bytes as received when they say what was validated, else the object encoded
+            lambda: sender.send(
+                manager,
+                "POST",
+                route.api,
+                json_body=body if received.raw is None else None,
+                data=received.raw,
+                content_type="application/json",
+            ),
         )
         await grant.settle(result.answer.errcode() if result.answer.status < 400 else None)
     return _json_answer(result, route.api)

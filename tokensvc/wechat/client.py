@@ -260,7 +260,11 @@ class WechatClient:
 
 @dataclass(frozen=True)
 class RawAnswer:
-    """WeChat's answer as received: HTTP ``status``, ``content_type`` and ``body`` bytes."""
+    """WeChat's answer as received: HTTP ``status``, ``content_type`` and ``body`` bytes.
+
+    The body is parsed once, on first use, however many readers ask (the client's metrics, the
+    sender's token-error check, the proxy's errcode label and its answer); treat the parsed
+    object as read-only."""
 
     status: int
     content_type: str
@@ -268,19 +272,32 @@ class RawAnswer:
 
     def json_object(self) -> dict[str, Any] | None:
         """The body as a JSON object, or None (not JSON, or not an object: e.g. an image)."""
-        if not self.body.lstrip().startswith(b"{"):
-            return None
-        try:
-            parsed = json.loads(self.body)
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            return None
-        return parsed if isinstance(parsed, dict) else None
+        return self._parsed()[0]
 
     def errcode(self) -> int | None:
         """The integer ``errcode`` of a JSON answer, or None."""
-        body = self.json_object()
-        errcode = body.get("errcode") if body is not None else None
-        return errcode if isinstance(errcode, int) and not isinstance(errcode, bool) else None
+        return self._parsed()[1]
+
+    def _parsed(self) -> tuple[dict[str, Any] | None, int | None]:
+        """``(JSON object or None, integer errcode or None)``, computed on first use."""
+        parsed: tuple[dict[str, Any] | None, int | None] | None = self.__dict__.get("_json")
+        if parsed is None:
+            parsed = self.__dict__["_json"] = self._parse()  # frozen: set past __setattr__
+        return parsed
+
+    def _parse(self) -> tuple[dict[str, Any] | None, int | None]:
+        if not self.body.lstrip().startswith(b"{"):
+            return None, None
+        try:
+            parsed = json.loads(self.body)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            return None, None
+        if not isinstance(parsed, dict):
+            return None, None
+        errcode = parsed.get("errcode")
+        if isinstance(errcode, int) and not isinstance(errcode, bool):
+            return parsed, errcode
+        return parsed, None
 
 
 async def _read_whole(response: aiohttp.ClientResponse, max_bytes: int) -> bytes:
