@@ -14,6 +14,7 @@ line naming ``server.port`` before any migration has run.
 from __future__ import annotations
 
 import errno
+import gc
 import json
 import logging
 import re
@@ -163,6 +164,16 @@ def bind_listeners(
     return sockets
 
 
+def freeze_startup_objects() -> None:
+    """Collect once, then move every object still alive (the started app: configuration,
+    routes, SQLAlchemy's and aiohttp's machinery, metrics; about 100,000 objects) into the
+    garbage collector's permanent generation (:func:`gc.freeze`). They live as long as the
+    process, and every full collection traversed them all: about 30 ms each, several times a
+    second under a send load, which stalled every request under way (the send proxy's p99)."""
+    gc.collect()
+    gc.freeze()
+
+
 async def serve(
     app: web.Application,
     host: str,
@@ -183,6 +194,7 @@ async def serve(
     runner = TokensvcRunner(app, access_log_class=AccessLogger)
     try:
         await runner.setup()
+        freeze_startup_objects()
         try:
             for sock in sockets:
                 await web.SockSite(runner, sock).start()
