@@ -21,6 +21,7 @@ from tokensvc.push.receive import (
     parse_body,
     verify_url,
 )
+from tokensvc.secret import Secret
 from tokensvc.settings import ForwardTarget, PushConfig
 from tokensvc.simulator.push import WechatPusher, make_encoding_aes_key, wechat_signature
 
@@ -190,6 +191,27 @@ def test_timestamps_far_from_now_are_refused(offset: float) -> None:
 def test_a_timestamp_within_the_window_is_accepted() -> None:
     prepared = pusher(clock=FakeClock(NOW - MAX_SKEW + 1)).prepare(pusher().text("o", "hi"))
     assert open_push(push_config(), APPID, prepared.query, prepared.body, NOW)["Content"] == "hi"
+
+
+def test_wechats_worked_example_of_a_plaintext_json_push_is_accepted() -> None:
+    """The 明文模式 example of WeChat's 消息加解密说明 (Token ``AAAAA``, JSON format):
+    https://developers.weixin.qq.com/doc/oplatform/developers/dev/push/encryption.md"""
+    push = PushConfig(token=Secret("AAAAA"), aes_key=None, format="json")
+    query = {
+        "signature": "899cf89e464efb63f54ddac96b0a0a235f53aa78",
+        "timestamp": "1714037059",
+        "nonce": "486452656",
+    }
+    body = (
+        b'{"ToUserName": "gh_97417a04a28d", "FromUserName": "o9AgO5Kd5ggOC-bXrbNODIiE3bGY", '
+        b'"CreateTime": 1714037059, "MsgType": "event", "Event": "debug_demo", '
+        b'"debug_str": "hello world"}'
+    )
+    message = open_push(push, APPID, query, body, 1714037059 + 10)
+    assert message["Event"] == "debug_demo" and message["debug_str"] == "hello world"
+    assert dedupe_key(message) == "event:o9AgO5Kd5ggOC-bXrbNODIiE3bGY:1714037059:debug_demo"
+    error = refused(lambda: open_push(push, APPID, query, body, 1714037059 + MAX_SKEW + 1))
+    assert error.code == "stale_timestamp"
 
 
 # ---- modes and formats -------------------------------------------------------------------------
