@@ -21,6 +21,7 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import func, select
 
 from tests.conftest import ADMIN_KEY, CLASSIC_APPID, SECRET_ENV, STABLE_APPID, base_config
+from tests.integration.test_replicas import database_url, postgres  # noqa: F401 (fixtures)
 from tests.support.service import Start, wait_until
 from tokensvc.config import Settings, parse_settings
 from tokensvc.errors import StoreUnavailable
@@ -451,3 +452,33 @@ async def test_a_push_the_database_cannot_take_is_503_and_wechats_retry_is_accep
     assert [a.text for a in await oa.push(event, tries=2)] == ["success", "success"]
     assert received(service, CLASSIC_APPID, "accepted") == 1
     assert await stored(service) == 1
+
+
+async def test_retries_spread_over_two_replicas_on_postgresql_are_stored_once(
+    push_settings: Callable[[], Settings],
+    start_service: Start,
+    session: aiohttp.ClientSession,
+    database_url: str,  # noqa: F811 (the fixture imported above)
+) -> None:
+    """Behind a load balancer WeChat's tries of one push reach different replicas, at once."""
+    settings = push_settings()
+    raw_apps = [
+        {**table, "push": {"token_env": "OA_PUSH_TOKEN"}} if i == 0 else table
+        for i, table in enumerate(base_config("", "")["apps"])
+    ]
+    shared = parse_settings(
+        {**base_config(settings.wechat.api_base, database_url), "apps": raw_apps}, env=ENV
+    )
+    replicas = [await start_service(shared), await start_service(shared)]
+    pushers = [oa_pusher(replica, session) for replica in replicas]
+    events = [pushers[0].event(f"openid-r{i}", "subscribe") for i in range(20)]
+    tries = [
+        pushers[(i + k) % 2].send(pushers[0].prepare(event))
+        for i, event in enumerate(events)
+        for k in range(3)
+    ]
+    answers = await asyncio.gather(*tries)
+    assert {(a.status, a.text) for a in answers} == {(200, "success")}
+    for outcome, count in (("accepted", 20), ("duplicate", 40)):
+        assert sum(received(r, CLASSIC_APPID, outcome) for r in replicas) == count
+    assert await stored(replicas[0]) == 20
