@@ -352,7 +352,9 @@ def test_a_push_without_the_fields_every_push_has_is_refused() -> None:
 
 def test_dedupe_keys() -> None:
     assert dedupe_key({"MsgId": "123", "FromUserName": "o"}) == "msgid:123"
-    assert dedupe_key({"MsgID": 123}) == "msgid:123"
+    report = {"MsgType": "event", "Event": "TEMPLATESENDJOBFINISH", "MsgID": 123}
+    assert dedupe_key(report) == "msgid:123:TEMPLATESENDJOBFINISH"
+    assert dedupe_key(report) != dedupe_key({"MsgType": "text", "MsgId": 123})
     event = {"FromUserName": "o", "CreateTime": 1714037059, "Event": "subscribe"}
     assert dedupe_key(event) == "event:o:1714037059:subscribe"
     as_xml = {"FromUserName": "o", "CreateTime": "1714037059", "Event": "subscribe"}

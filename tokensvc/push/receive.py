@@ -223,13 +223,15 @@ def _checked_message(message: dict[str, Any]) -> dict[str, Any]:
 
 
 def dedupe_key(message: Mapping[str, Any]) -> str:
-    """The name of a push that WeChat's retries of it share: ``msgid:<MsgId>`` for a message
-    (``MsgId``, or ``MsgID`` as some events spell it), else ``event:<FromUserName>:
+    """The name of a push that WeChat's retries of it share: ``msgid:<MsgId>`` for a message,
+    ``msgid:<MsgID>:<Event>`` for an event carrying one (``TEMPLATESENDJOBFINISH``: the id of
+    the send it reports, another id space than users' messages), else ``event:<FromUserName>:
     <CreateTime>:<Event>`` (``Event`` empty when absent). One longer than 256 characters is
     replaced by ``sha256:<hex>`` of it."""
     msg_id = message.get("MsgId", message.get("MsgID"))
     if isinstance(msg_id, str | int) and not isinstance(msg_id, bool) and str(msg_id):
-        key = f"msgid:{msg_id}"
+        event = message.get("Event")
+        key = f"msgid:{msg_id}" + (f":{event}" if isinstance(event, str) and event else "")
     else:
         event = message.get("Event", "")
         parts = (message.get("FromUserName"), message.get("CreateTime"), event)
