@@ -29,6 +29,7 @@ from tokensvc.push import signing
 from tokensvc.push.receive import MAX_PUSH_BYTES
 from tokensvc.simulator.push import PreparedPush, WechatPusher, make_encoding_aes_key
 from tokensvc.store.tables import PushMessage
+from tokensvc.web import push as web_push
 from tokensvc.web.keys import METRICS, OUTBOX, STORE
 
 OA_TOKEN = "oaPushToken2026"
@@ -482,3 +483,36 @@ async def test_retries_spread_over_two_replicas_on_postgresql_are_stored_once(
     for outcome, count in (("accepted", 20), ("duplicate", 40)):
         assert sum(received(r, CLASSIC_APPID, outcome) for r in replicas) == count
     assert await stored(replicas[0]) == 20
+
+
+async def test_a_store_slower_than_wechats_patience_is_503_then_a_duplicate(
+    service: TestClient[Any, Any],
+    session: aiohttp.ClientSession,
+    target: tuple[Target, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The 503 does not cancel the store: it commits, and WeChat's retry is recognised."""
+    sink, _ = target
+    outbox = service.app[OUTBOX]
+    real_accept = outbox.accept
+    release = asyncio.Event()
+
+    async def slow_database(*args: Any) -> str | None:
+        await release.wait()
+        return await real_accept(*args)
+
+    monkeypatch.setattr(web_push, "ACCEPT_TIMEOUT", 0.2)
+    monkeypatch.setattr(outbox, "accept", slow_database)
+    oa = oa_pusher(service, session)
+    event = oa.event("openid-slow", "subscribe")
+    (first,) = await oa.push(event)
+    assert first.status == 503
+    release.set()
+    await wait_until(lambda: sink.received)
+    monkeypatch.setattr(outbox, "accept", real_accept)
+    (retry,) = await oa.push(event)
+    assert retry.text == "success"
+    assert received(service, CLASSIC_APPID, "duplicate") == 1
+    assert await stored(service) == 1
+    await asyncio.sleep(0.3)
+    assert len(sink.received) == 1

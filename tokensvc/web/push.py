@@ -32,7 +32,17 @@ log = logging.getLogger(__name__)
 
 ACCEPT_TIMEOUT = 4.0
 """Seconds the outbox may take to store a push before the answer is a 503 (WeChat gives up
-waiting after 5 s and tries again; the retry is recognised if the first did commit)."""
+waiting after 5 s and tries again). The store is not cancelled: it goes on in the background,
+and if it commits, WeChat's retry is recognised as a duplicate."""
+
+_STORING: set[asyncio.Task[str | None]] = set()
+"""Stores under way (held until done: one may outlive its request)."""
+
+
+def _late_failure(task: asyncio.Task[str | None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("a push stored too late failed as well: %s", task.exception())
+
 
 _TEXT_HEADERS = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
 
@@ -83,10 +93,15 @@ async def receive_push(request: web.Request) -> web.Response:
         message = open_push(push, appid, request.query, body, request.app[CLOCK].now())
     except PushRefused as exc:
         raise _refused(request, appid, exc) from None
+    store = asyncio.ensure_future(request.app[OUTBOX].accept(appid, message, dedupe_key(message)))
+    _STORING.add(store)
+    store.add_done_callback(_STORING.discard)
     try:
         async with asyncio.timeout(ACCEPT_TIMEOUT):
-            event_id = await request.app[OUTBOX].accept(appid, message, dedupe_key(message))
+            event_id = await asyncio.shield(store)
     except (StoreUnavailable, TimeoutError) as exc:
+        if not store.done():
+            store.add_done_callback(_late_failure)
         metrics.observe_push(appid, "error")
         log.warning("push to %s not stored (WeChat will retry): %s", appid, exc or "timed out")
         raise json_error(
