@@ -1,5 +1,5 @@
-"""WeChat message push: the outbox (push_messages, push_deliveries) and the subscribe-grant
-ledger (subscription_grants).
+"""WeChat message push: the outbox (push_messages, push_deliveries, push_targets) and the
+subscribe-grant ledger (subscription_grants).
 
 Revision ID: 0004
 Revises: 0003
@@ -30,7 +30,7 @@ def upgrade() -> None:
         sa.Column("body", sa.Text, nullable=False),
         sa.UniqueConstraint("appid", "dedupe_key", name="uq_push_messages_dedupe"),
     )
-    op.create_index("ix_push_messages_received_at", "push_messages", ["received_at"])
+    op.create_index("ix_push_messages_appid_received_at", "push_messages", ["appid", "received_at"])
     op.create_table(
         "push_deliveries",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
@@ -54,8 +54,19 @@ def upgrade() -> None:
         sa.Column("delivered_at", sa.Double),
     )
     op.create_index("ix_push_deliveries_push_id", "push_deliveries", ["push_id"])
-    op.create_index("ix_push_deliveries_appid", "push_deliveries", ["appid"])
+    op.create_index("ix_push_deliveries_appid_status", "push_deliveries", ["appid", "status"])
     op.create_index("ix_push_deliveries_due", "push_deliveries", ["status", "next_attempt_at"])
+    op.create_table(
+        "push_targets",
+        sa.Column("appid", sa.String(64), primary_key=True),
+        sa.Column("target_sha256", sa.String(64), primary_key=True),
+        sa.Column("target", sa.String(2048), nullable=False),
+        sa.Column("last_delivered_at", sa.Double),
+        sa.Column("last_error_at", sa.Double),
+        sa.Column("last_status", sa.Integer),
+        sa.Column("last_error", sa.String(512)),
+        sa.Column("last_error_attempts", sa.Integer),
+    )
     op.create_table(
         "subscription_grants",
         sa.Column("appid", sa.String(64), primary_key=True),
@@ -73,5 +84,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("subscription_grants")
+    op.drop_table("push_targets")
     op.drop_table("push_deliveries")
     op.drop_table("push_messages")

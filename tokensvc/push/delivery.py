@@ -185,7 +185,7 @@ class DeliveryWorker:
         try:
             outcomes = await asyncio.gather(*(self._attempt(c) for c in batch))
             try:
-                await self._outbox.finish(outcomes)
+                await self._outbox.finish(list(zip(batch, outcomes, strict=True)))
                 recorded = True
             except StoreUnavailable as exc:  # the lease runs out: delivered again later
                 log.warning("push delivery outcomes not recorded: %s", exc)

@@ -28,18 +28,20 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal, cast
 from urllib.parse import urlsplit
 
-from sqlalchemy import Table, delete, exists, func, insert, or_, select, update
+from sqlalchemy import Table, bindparam, delete, exists, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokensvc.clock import Clock, rfc3339
 from tokensvc.push.grants import GrantLedger, storable
 from tokensvc.settings import ForwardTarget, Settings
 from tokensvc.store.repo import TokenStore
-from tokensvc.store.tables import PushDelivery, PushMessage
+from tokensvc.store.tables import PushDelivery, PushMessage, PushTarget
 
 _M = cast(Table, PushMessage.__table__)
 _D = cast(Table, PushDelivery.__table__)
+_T = cast(Table, PushTarget.__table__)
 
 DeliveryStatus = Literal["pending", "delivered", "failed"]
 PENDING: Final = "pending"
@@ -215,27 +217,77 @@ class Outbox:
             for r in rows
         ]
 
-    async def finish(self, outcomes: Sequence[Outcome]) -> None:
-        """Record the attempts' outcomes in one transaction (``attempts`` grows by one each)."""
-        if not outcomes:
+    async def finish(self, results: Sequence[tuple[Claimed, Outcome]]) -> None:
+        """Record the attempts' outcomes (``attempts`` grows by one each) and each target's last
+        delivery and last failure (``push_targets``), in one transaction."""
+        if not results:
             return
+        delivered = [{"b_id": o.id, "b_at": o.at} for _, o in results if o.status == DELIVERED]
+        failed = [
+            {
+                "b_id": o.id,
+                "b_at": o.at,
+                "b_status": o.status,
+                "b_next": o.next_attempt_at if o.next_attempt_at is not None else o.at,
+                "b_http": o.http_status,
+                "b_error": (o.error or "")[:500],
+            }
+            for _, o in results
+            if o.status != DELIVERED
+        ]
+        common = {
+            "attempts": _D.c.attempts + 1,
+            "last_attempt_at": bindparam("b_at"),
+            "leased_until": None,
+        }
         async with self._store.begin() as conn:
-            for o in outcomes:
-                values: dict[str, Any] = {
-                    "status": o.status,
-                    "attempts": _D.c.attempts + 1,
-                    "last_attempt_at": o.at,
-                    "leased_until": None,
+            if delivered:
+                await conn.execute(
+                    update(_D)
+                    .where(_D.c.id == bindparam("b_id"))
+                    .values(**common, status=DELIVERED, delivered_at=bindparam("b_at")),
+                    delivered,
+                )
+            if failed:
+                await conn.execute(
+                    update(_D)
+                    .where(_D.c.id == bindparam("b_id"))
+                    .values(
+                        **common,
+                        status=bindparam("b_status"),
+                        next_attempt_at=bindparam("b_next"),
+                        last_status=bindparam("b_http"),
+                        last_error=bindparam("b_error"),
+                        last_error_at=bindparam("b_at"),
+                    ),
+                    failed,
+                )
+            await self._note_targets(conn, results)
+
+    async def _note_targets(
+        self, conn: AsyncConnection, results: Sequence[tuple[Claimed, Outcome]]
+    ) -> None:
+        """Upsert each target's last delivery and last failure from ``results``."""
+        latest: dict[tuple[str, str], dict[str, Any]] = {}
+        for claimed, o in results:
+            row = latest.setdefault((claimed.appid, claimed.target), {})
+            if o.status == DELIVERED:
+                row["last_delivered_at"] = max(o.at, row.get("last_delivered_at", o.at))
+            elif o.at >= row.get("last_error_at", o.at):
+                row |= {
+                    "last_error_at": o.at,
+                    "last_status": o.http_status,
+                    "last_error": (o.error or "")[:500],
+                    "last_error_attempts": claimed.attempts + 1,
                 }
-                if o.status == DELIVERED:
-                    values["delivered_at"] = o.at
-                else:
-                    values["last_status"] = o.http_status
-                    values["last_error"] = (o.error or "")[:500]
-                    values["last_error_at"] = o.at
-                if o.next_attempt_at is not None:
-                    values["next_attempt_at"] = o.next_attempt_at
-                await conn.execute(update(_D).where(_D.c.id == o.id).values(**values))
+        dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        for (appid, target), values in sorted(latest.items()):  # one lock order for replicas
+            key = {"appid": appid, "target_sha256": _sha256(target), "target": target}
+            await conn.execute(
+                dialect_insert(_T)
+                .values(**key, **values)
+                .on_conflict_do_update(index_elements=[_T.c.appid, _T.c.target_sha256], set_=values)
+            )
 
     async def release(self, ids: Sequence[int]) -> None:
         """Give claimed deliveries back undone (a worker stopping): due again at once."""
@@ -292,24 +344,20 @@ class Outbox:
         password or query), "pending", "failed", "last_delivered_at", "last_failure": None or
         {"at", "http_status" (None when no HTTP answer), "error", "attempts"}}]}``.
 
-        Targets are the configured ones, plus any URL that still has deliveries after being
-        removed from the configuration. Raises :class:`~tokensvc.errors.StoreUnavailable`.
+        Targets are the configured ones, plus any URL that still has pending or failed
+        deliveries after being removed from the configuration. A few indexed reads, whatever
+        the table's size. Raises :class:`~tokensvc.errors.StoreUnavailable`.
         """
         now = self._clock.now()
         async with self._store.begin() as conn:
-            received, last_received = (
+            received = (
                 await conn.execute(
-                    select(func.count(), func.max(_M.c.received_at)).where(
-                        _M.c.appid == appid, _M.c.received_at >= now - 86400
-                    )
+                    select(func.count()).where(_M.c.appid == appid, _M.c.received_at >= now - 86400)
                 )
-            ).one()
-            if last_received is None:
-                last_received = (
-                    await conn.execute(
-                        select(func.max(_M.c.received_at)).where(_M.c.appid == appid)
-                    )
-                ).scalar()
+            ).scalar()
+            last_received = (
+                await conn.execute(select(func.max(_M.c.received_at)).where(_M.c.appid == appid))
+            ).scalar()
             per_target: dict[str, dict[str, Any]] = {}
             for target in self.targets(appid):
                 per_target.setdefault(target.url, _empty_target(target.url))
@@ -324,44 +372,32 @@ class Outbox:
                 entry[status] = int(n)
                 if status == PENDING and (oldest is None or first < oldest):
                     oldest = first
-            for url, entry in per_target.items():
-                entry["last_delivered_at"] = rfc3339(
-                    (
-                        await conn.execute(
-                            select(func.max(_D.c.delivered_at)).where(
-                                _D.c.appid == appid, _D.c.target == url
-                            )
-                        )
-                    ).scalar()
-                )
-                failure = (
-                    await conn.execute(
-                        select(_D.c.last_error_at, _D.c.last_status, _D.c.last_error, _D.c.attempts)
-                        .where(
-                            _D.c.appid == appid,
-                            _D.c.target == url,
-                            _D.c.last_error_at.is_not(None),
-                        )
-                        .order_by(_D.c.last_error_at.desc())
-                        .limit(1)
-                    )
-                ).first()
-                if failure is not None:
+            for row in await conn.execute(select(_T).where(_T.c.appid == appid)):
+                known = per_target.get(row.target)
+                if known is None:  # no longer configured, nothing pending or failed
+                    continue
+                entry = known
+                entry["last_delivered_at"] = rfc3339(row.last_delivered_at)
+                if row.last_error_at is not None:
                     entry["last_failure"] = {
-                        "at": rfc3339(failure.last_error_at),
-                        "http_status": failure.last_status,
-                        "error": failure.last_error,
-                        "attempts": failure.attempts,
+                        "at": rfc3339(row.last_error_at),
+                        "http_status": row.last_status,
+                        "error": row.last_error,
+                        "attempts": row.last_error_attempts,
                     }
         targets = list(per_target.values())
         return {
-            "received_24h": int(received),
+            "received_24h": int(received or 0),
             "last_received_at": rfc3339(last_received),
             "backlog": sum(t[PENDING] for t in targets),
             "oldest_pending_at": rfc3339(oldest),
             "failed": sum(t[FAILED] for t in targets),
             "targets": [{**t, "url": shown_url(t["url"])} for t in targets],
         }
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _empty_target(url: str) -> dict[str, Any]:

@@ -98,13 +98,16 @@ class PushMessage(Base):
     """
 
     __tablename__ = "push_messages"
-    __table_args__ = (UniqueConstraint("appid", "dedupe_key", name="uq_push_messages_dedupe"),)
+    __table_args__ = (
+        UniqueConstraint("appid", "dedupe_key", name="uq_push_messages_dedupe"),
+        Index("ix_push_messages_appid_received_at", "appid", "received_at"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     appid: Mapped[str] = mapped_column(String(64), nullable=False)
     dedupe_key: Mapped[str] = mapped_column(String(256), nullable=False)
     event_id: Mapped[str] = mapped_column(String(32), nullable=False, unique=True)
-    received_at: Mapped[float] = mapped_column(Double, nullable=False, index=True)
+    received_at: Mapped[float] = mapped_column(Double, nullable=False)
     msg_type: Mapped[str | None] = mapped_column(String(64))
     event: Mapped[str | None] = mapped_column(String(64))
     body: Mapped[str] = mapped_column(Text, nullable=False)
@@ -121,13 +124,16 @@ class PushDelivery(Base):
     """
 
     __tablename__ = "push_deliveries"
-    __table_args__ = (Index("ix_push_deliveries_due", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_push_deliveries_due", "status", "next_attempt_at"),
+        Index("ix_push_deliveries_appid_status", "appid", "status"),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     push_id: Mapped[int] = mapped_column(
         Integer, ForeignKey("push_messages.id", ondelete="CASCADE"), nullable=False, index=True
     )
-    appid: Mapped[str] = mapped_column(String(64), nullable=False, index=True)
+    appid: Mapped[str] = mapped_column(String(64), nullable=False)
     target: Mapped[str] = mapped_column(String(2048), nullable=False)
     status: Mapped[str] = mapped_column(String(16), nullable=False)
     created_at: Mapped[float] = mapped_column(Double, nullable=False)
@@ -139,6 +145,23 @@ class PushDelivery(Base):
     last_error: Mapped[str | None] = mapped_column(String(512))
     last_error_at: Mapped[float | None] = mapped_column(Double)
     delivered_at: Mapped[float | None] = mapped_column(Double)
+
+
+class PushTarget(Base):
+    """The last delivery and the last failure of one forward target of an app, kept as
+    deliveries finish, so the status reads one row per target (``target_sha256``: SHA-256 hex of
+    ``target``, its URL as configured). Instants: UTC epoch seconds."""
+
+    __tablename__ = "push_targets"
+
+    appid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    target_sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    target: Mapped[str] = mapped_column(String(2048), nullable=False)
+    last_delivered_at: Mapped[float | None] = mapped_column(Double)
+    last_error_at: Mapped[float | None] = mapped_column(Double)
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(String(512))
+    last_error_attempts: Mapped[int | None] = mapped_column(Integer)
 
 
 class SubscriptionGrant(Base):
