@@ -440,3 +440,39 @@ async def test_an_app_without_push_configuration_runs_no_worker_and_stores_nothi
         "failed": 0,
         "targets": [],
     }
+
+
+async def test_the_grant_ledger_on_postgresql(postgres: PostgresCluster, fake_url: str) -> None:
+    url = await postgres.create_database(f"push_{os.getpid()}_{next(_databases)}")
+    settings = push_settings(fake_url, url, push_config("http://127.0.0.1:9/unused"))
+    engine = make_engine(url)
+    await upgrade_to_head(engine)
+    outbox = Outbox(TokenStore(engine), settings, SystemClock())
+    ledger = outbox.grants
+    popup = {
+        **text_push(),
+        "MsgType": "event",
+        "Event": "subscribe_msg_popup_event",
+        "SubscribeMsgPopupEvent": {
+            "List": [
+                {"TemplateId": "TPL1", "SubscribeStatusString": "accept"},
+                {"TemplateId": "TPL2", "SubscribeStatusString": "reject"},
+            ]
+        },
+    }
+    openid = popup["FromUserName"]
+    del popup["MsgId"]
+    for second in range(2):  # two popups, two accepts of TPL1
+        await accepted(outbox, {**popup, "CreateTime": str(1732180000 + second)})
+    rows = {r["template_id"]: r for r in await ledger.lookup(STABLE_APPID, openid)}
+    assert (rows["TPL1"]["one_time_grants"], rows["TPL2"]["one_time_grants"]) == (2, 0)
+    assert rows["TPL2"]["last_status"] == "reject"
+    takes = await asyncio.gather(*(ledger.take(STABLE_APPID, openid, "TPL1") for _ in range(5)))
+    assert sorted(takes) == [False, False, False, True, True]  # never more than were granted
+    await ledger.give_back(STABLE_APPID, openid, "TPL1")
+    await ledger.refused(STABLE_APPID, openid, "TPL1")
+    await ledger.refused(STABLE_APPID, openid, "TPL3")  # a template never seen: recorded
+    rows = {r["template_id"]: r for r in await ledger.lookup(STABLE_APPID, openid)}
+    assert rows["TPL1"]["one_time_grants"] == 0 and rows["TPL1"]["last_status"] == "refused"
+    assert rows["TPL3"]["last_event"] == "send_43101"
+    await engine.dispose()
