@@ -431,6 +431,8 @@ async def test_an_app_without_push_configuration_runs_no_worker_and_stores_nothi
     make_settings: Any, start_service: Start
 ) -> None:
     client = await start_service(make_settings())
+    both = await client.app[OUTBOX].stats_many([CLASSIC_APPID, STABLE_APPID])
+    assert both[CLASSIC_APPID] == both[STABLE_APPID]
     stats = await client.app[OUTBOX].stats(CLASSIC_APPID)
     assert stats == {
         "received_24h": 0,

@@ -23,7 +23,7 @@ import asyncio
 import hashlib
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, cast
 from urllib.parse import urlsplit
@@ -345,38 +345,51 @@ class Outbox:
         {"at", "http_status" (None when no HTTP answer), "error", "attempts"}}]}``.
 
         Targets are the configured ones, plus any URL that still has pending or failed
-        deliveries after being removed from the configuration. A few indexed reads, whatever
-        the table's size. Raises :class:`~tokensvc.errors.StoreUnavailable`.
+        deliveries after being removed from the configuration. Raises
+        :class:`~tokensvc.errors.StoreUnavailable`.
         """
+        return (await self.stats_many([appid]))[appid]
+
+    async def stats_many(self, appids: Collection[str]) -> dict[str, dict[str, Any]]:
+        """:meth:`stats` of each of ``appids``, by appid, in four indexed queries whatever the
+        number of apps and the tables' size."""
         now = self._clock.now()
+        wanted = sorted(set(appids))
+        per_app: dict[str, dict[str, dict[str, Any]]] = {
+            appid: {t.url: _empty_target(t.url) for t in self.targets(appid)} for appid in wanted
+        }
+        received: dict[str, int] = {}
+        last_received: dict[str, float] = {}
+        oldest: dict[str, float] = {}
+        if not wanted:
+            return {}
         async with self._store.begin() as conn:
-            received = (
-                await conn.execute(
-                    select(func.count()).where(_M.c.appid == appid, _M.c.received_at >= now - 86400)
+            for appid, n in await conn.execute(
+                select(_M.c.appid, func.count())
+                .where(_M.c.appid.in_(wanted), _M.c.received_at >= now - 86400)
+                .group_by(_M.c.appid)
+            ):
+                received[appid] = int(n)
+            for appid, at in await conn.execute(
+                select(_M.c.appid, func.max(_M.c.received_at))
+                .where(_M.c.appid.in_(wanted))
+                .group_by(_M.c.appid)
+            ):
+                last_received[appid] = at
+            for appid, url, status, n, first in await conn.execute(
+                select(
+                    _D.c.appid, _D.c.target, _D.c.status, func.count(), func.min(_D.c.created_at)
                 )
-            ).scalar()
-            last_received = (
-                await conn.execute(select(func.max(_M.c.received_at)).where(_M.c.appid == appid))
-            ).scalar()
-            per_target: dict[str, dict[str, Any]] = {}
-            for target in self.targets(appid):
-                per_target.setdefault(target.url, _empty_target(target.url))
-            counts = await conn.execute(
-                select(_D.c.target, _D.c.status, func.count(), func.min(_D.c.created_at))
-                .where(_D.c.appid == appid, _D.c.status.in_((PENDING, FAILED)))
-                .group_by(_D.c.target, _D.c.status)
-            )
-            oldest: float | None = None
-            for url, status, n, first in counts:
-                entry = per_target.setdefault(url, _empty_target(url))
-                entry[status] = int(n)
-                if status == PENDING and (oldest is None or first < oldest):
-                    oldest = first
-            for row in await conn.execute(select(_T).where(_T.c.appid == appid)):
-                known = per_target.get(row.target)
-                if known is None:  # no longer configured, nothing pending or failed
+                .where(_D.c.appid.in_(wanted), _D.c.status.in_((PENDING, FAILED)))
+                .group_by(_D.c.appid, _D.c.target, _D.c.status)
+            ):
+                per_app[appid].setdefault(url, _empty_target(url))[status] = int(n)
+                if status == PENDING and first < oldest.get(appid, first + 1):
+                    oldest[appid] = first
+            for row in await conn.execute(select(_T).where(_T.c.appid.in_(wanted))):
+                entry = per_app[row.appid].get(row.target)
+                if entry is None:  # no longer configured, nothing pending or failed
                     continue
-                entry = known
                 entry["last_delivered_at"] = rfc3339(row.last_delivered_at)
                 if row.last_error_at is not None:
                     entry["last_failure"] = {
@@ -385,15 +398,18 @@ class Outbox:
                         "error": row.last_error,
                         "attempts": row.last_error_attempts,
                     }
-        targets = list(per_target.values())
-        return {
-            "received_24h": int(received or 0),
-            "last_received_at": rfc3339(last_received),
-            "backlog": sum(t[PENDING] for t in targets),
-            "oldest_pending_at": rfc3339(oldest),
-            "failed": sum(t[FAILED] for t in targets),
-            "targets": [{**t, "url": shown_url(t["url"])} for t in targets],
-        }
+        out: dict[str, dict[str, Any]] = {}
+        for appid in wanted:
+            targets = list(per_app[appid].values())
+            out[appid] = {
+                "received_24h": received.get(appid, 0),
+                "last_received_at": rfc3339(last_received.get(appid)),
+                "backlog": sum(t[PENDING] for t in targets),
+                "oldest_pending_at": rfc3339(oldest.get(appid)),
+                "failed": sum(t[FAILED] for t in targets),
+                "targets": [{**t, "url": shown_url(t["url"])} for t in targets],
+            }
+        return out
 
 
 def _sha256(text: str) -> str:
