@@ -46,6 +46,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokensvc.clock import Clock, rfc3339
 from tokensvc.errors import StoreUnavailable
+from tokensvc.push.writes import Writes
 from tokensvc.settings import Settings
 from tokensvc.store.repo import TokenStore
 from tokensvc.store.tables import SubscriptionGrant
@@ -135,9 +136,10 @@ class GrantLedger:
     """Reads and writes ``subscription_grants``; database failures raise
     :class:`~tokensvc.errors.StoreUnavailable`."""
 
-    def __init__(self, store: TokenStore, clock: Clock) -> None:
+    def __init__(self, store: TokenStore, clock: Clock, writes: Writes | None = None) -> None:
         self._store = store
         self._clock = clock
+        self._writes = writes or Writes(store)
 
     async def apply(
         self, conn: AsyncConnection, appid: str, message: Mapping[str, Any], now: float
@@ -224,7 +226,7 @@ class GrantLedger:
                 last_change_at=self._clock.now(),
             )
         )
-        async with self._store.begin() as conn:
+        async with self._writes.begin() as conn:
             return bool((await conn.execute(stmt)).rowcount == 1)
 
     async def give_back(self, appid: str, openid: str, template_id: str) -> None:
@@ -238,13 +240,13 @@ class GrantLedger:
                 last_change_at=self._clock.now(),
             )
         )
-        async with self._store.begin() as conn:
+        async with self._writes.begin() as conn:
             await conn.execute(stmt)
 
     async def refused(self, appid: str, openid: str, template_id: str) -> None:
         """WeChat answered 43101: the user allows no send of this template; clear the grants."""
         now = self._clock.now()
-        async with self._store.begin() as conn:
+        async with self._writes.begin() as conn:
             await conn.execute(
                 _upsert(conn)
                 .values(

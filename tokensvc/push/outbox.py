@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokensvc.clock import Clock, rfc3339
 from tokensvc.push.grants import GrantLedger, storable
+from tokensvc.push.writes import Writes
 from tokensvc.settings import ForwardTarget, Settings
 from tokensvc.store.repo import TokenStore
 from tokensvc.store.tables import PushDelivery, PushMessage, PushTarget
@@ -109,7 +110,8 @@ class Outbox:
         self._clock = clock
         self.owns_database = not store.holds_row_locks
         """SQLite: this process is the database's only user (see the module docstring)."""
-        self.grants = GrantLedger(store, clock)
+        self._writes = Writes(store)
+        self.grants = GrantLedger(store, clock, self._writes)
         self.wake = asyncio.Event()
         self.backlog: dict[str, int] = {}
         """Pending deliveries per appid as last counted by :meth:`count_backlog`."""
@@ -150,7 +152,7 @@ class Outbox:
             "body": body,
         }
         targets = [t for t in self.targets(appid) if t.matches(message)]
-        async with self._store.begin() as conn:
+        async with self._writes.begin() as conn:
             upsert = pg_insert(_M) if conn.dialect.name == "postgresql" else sqlite_insert(_M)
             stmt = upsert.values(**row).on_conflict_do_nothing(
                 index_elements=[_M.c.appid, _M.c.dedupe_key]
@@ -202,7 +204,7 @@ class Outbox:
             .order_by(_D.c.next_attempt_at, _D.c.id)
             .limit(limit)
         )
-        async with self._store.begin() as conn:
+        async with self._writes.begin() as conn:
             if conn.dialect.name == "postgresql":
                 query = query.with_for_update(skip_locked=True, of=_D)
             rows = (await conn.execute(query)).all()
@@ -240,7 +242,7 @@ class Outbox:
             "last_attempt_at": bindparam("b_at"),
             "leased_until": None,
         }
-        async with self._store.begin() as conn:
+        async with self._writes.begin() as conn:
             if delivered:
                 await conn.execute(
                     update(_D)
@@ -292,14 +294,14 @@ class Outbox:
     async def release(self, ids: Sequence[int]) -> None:
         """Give claimed deliveries back undone (a worker stopping): due again at once."""
         if ids:
-            async with self._store.begin() as conn:
+            async with self._writes.begin() as conn:
                 await conn.execute(
                     update(_D).where(_D.c.id.in_(list(ids))).values(leased_until=None)
                 )
 
     async def end_stale_leases(self) -> int:
         """End every lease (SQLite, at start: the process that held them is gone); how many."""
-        async with self._store.begin() as conn:
+        async with self._writes.begin() as conn:
             result = await conn.execute(
                 update(_D)
                 .where(_D.c.status == PENDING, _D.c.leased_until.is_not(None))
@@ -323,7 +325,7 @@ class Outbox:
         pushes received before it that have no delivery left (their dedupe keys go with them:
         WeChat retries within seconds, retention is days). Pending deliveries are never
         pruned. How many pushes were deleted."""
-        async with self._store.begin() as conn:
+        async with self._writes.begin() as conn:
             await conn.execute(
                 delete(_D).where(_D.c.status != PENDING, _D.c.created_at < older_than)
             )
