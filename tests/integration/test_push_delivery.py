@@ -36,6 +36,7 @@ from tests.support.postgres import PostgresCluster, find_bindir
 from tests.support.replicas import Replica
 from tests.support.service import Start, free_port, wait_until
 from tokensvc.clock import FakeClock, SystemClock
+from tokensvc.errors import StoreUnavailable
 from tokensvc.push.delivery import GIVE_UP_AFTER, RETRY_MAX_INTERVAL, DeliveryWorker
 from tokensvc.push.outbox import Outbox
 from tokensvc.push.receive import dedupe_key
@@ -132,6 +133,48 @@ async def test_a_json_push_with_unstorable_characters_is_stored_and_delivered(
     await wait_until(lambda: receiver.event_ids() == [event_id])
     assert receiver.answered[0].body["Content"] == "\udcff bad \x00 bytes"
     assert receiver.answered[0].verified
+
+
+async def test_pushes_at_the_same_moment_share_a_commit_and_retries_among_them_are_duplicates(
+    fake_url: str, tmp_path: Path, start_service: Start, receiver: ForwardReceiver
+) -> None:
+    settings = push_settings(fake_url, sqlite_url(tmp_path), push_config(receiver.url))
+    client = await start_service(settings)
+    outbox = client.app[OUTBOX]
+    messages = [text_push(f"m{i}") for i in range(50)]
+    results = await asyncio.gather(*(accept(outbox, m) for m in [*messages, *messages[:10]]))
+    assert all(results[:50]) and len(set(results[:50])) == 50
+    assert results[50:] == [None] * 10  # WeChat's retries, queued with the originals
+    await wait_until(lambda: len(receiver.answered) == 50)
+    assert sorted(receiver.event_ids()) == sorted(r for r in results if r)
+
+
+async def test_a_push_the_database_refuses_fails_alone(
+    fake_url: str,
+    tmp_path: Path,
+    start_service: Start,
+    receiver: ForwardReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = push_settings(fake_url, sqlite_url(tmp_path), push_config(receiver.url))
+    client = await start_service(settings)
+    outbox = client.app[OUTBOX]
+    apply = outbox.grants.apply
+
+    async def refuse_poison(conn: Any, appid: str, message: Any, now: float) -> int:
+        if message.get("Content") == "poison":
+            raise StoreUnavailable("database error: DataError")
+        return int(await apply(conn, appid, message, now))
+
+    monkeypatch.setattr(outbox.grants, "apply", refuse_poison)
+    messages = [text_push(f"m{i}") for i in range(5)]
+    messages.insert(2, text_push("poison"))
+    results = await asyncio.gather(*(accept(outbox, m) for m in messages), return_exceptions=True)
+    assert isinstance(results[2], StoreUnavailable)
+    others = [r for i, r in enumerate(results) if i != 2]
+    assert all(isinstance(r, str) for r in others)
+    await wait_until(lambda: len(receiver.answered) == 5)
+    assert sorted(receiver.event_ids()) == sorted(others)  # type: ignore[type-var]
 
 
 async def test_targets_get_only_the_events_and_message_types_they_asked_for(

@@ -34,6 +34,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokensvc.clock import Clock, rfc3339
+from tokensvc.errors import StoreUnavailable
 from tokensvc.push.grants import GrantLedger, storable
 from tokensvc.push.writes import Writes
 from tokensvc.settings import ForwardTarget, Settings
@@ -54,6 +55,8 @@ LEASE = 60.0
 attempt's timeout); after that another worker (or this one after a restart) may take it."""
 
 MAX_DEDUPE_KEY = 256
+MAX_GROUP = 200
+"""Pushes committed in one transaction at most (see :meth:`Outbox._commit_queued`)."""
 
 
 def shown_url(url: str) -> str:
@@ -111,6 +114,8 @@ class Outbox:
         self.owns_database = not store.holds_row_locks
         """SQLite: this process is the database's only user (see the module docstring)."""
         self._writes = Writes(store)
+        self._queue: list[_Queued] = []
+        self._committer: asyncio.Task[None] | None = None
         self.grants = GrantLedger(store, clock, self._writes)
         self.wake = asyncio.Event()
         self.backlog: dict[str, int] = {}
@@ -132,7 +137,8 @@ class Outbox:
         its deliveries; its ``event_id`` (32 hex), or None when a push with this
         ``dedupe_key`` was already accepted (WeChat's retry: nothing is stored or delivered
         again). One transaction: the push, its deliveries and the grant ledger commit
-        together or not at all. Raises :class:`~tokensvc.errors.StoreUnavailable`."""
+        together or not at all; pushes accepted at the same moment share it (group commit).
+        Raises :class:`~tokensvc.errors.StoreUnavailable`."""
         if len(dedupe_key) > MAX_DEDUPE_KEY or not storable(dedupe_key):
             raw_key = dedupe_key.encode("utf-8", "surrogatepass")
             dedupe_key = "sha256:" + hashlib.sha256(raw_key).hexdigest()
@@ -152,34 +158,72 @@ class Outbox:
             "body": body,
         }
         targets = [t for t in self.targets(appid) if t.matches(message)]
+        queued = _Queued(appid, message, row, targets, asyncio.get_running_loop().create_future())
+        self._queue.append(queued)
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_queued())
+        return await asyncio.shield(queued.done)
+
+    async def _commit_queued(self) -> None:
+        """Commit the queued pushes, up to :data:`MAX_GROUP` a transaction, until none is
+        left (group commit: one transaction, one fsync, for all the pushes that arrived while
+        the previous one committed). A group that fails is retried push by push, so one
+        push the database refuses fails alone."""
+        while self._queue:
+            group = self._queue[:MAX_GROUP]
+            del self._queue[:MAX_GROUP]
+            try:
+                results = await self._commit_group(group)
+            except Exception as exc:
+                if len(group) == 1:
+                    _settle(group[0], exc)
+                    continue
+                for queued in group:
+                    try:
+                        _settle(queued, (await self._commit_group([queued]))[0])
+                    except Exception as single:
+                        _settle(queued, single)
+                continue
+            except BaseException as exc:  # cancelled at shutdown: nothing was committed
+                for queued in [*group, *self._queue]:
+                    _settle(queued, StoreUnavailable(f"not stored: {type(exc).__name__}"))
+                self._queue.clear()
+                raise
+            for queued, event_id in zip(group, results, strict=True):
+                _settle(queued, event_id)
+
+    async def _commit_group(self, group: Sequence[_Queued]) -> list[str | None]:
+        """One transaction: the pushes of ``group`` that are new, their deliveries and their
+        grant-ledger updates; each push's ``event_id``, or None for a duplicate."""
         async with self._writes.begin() as conn:
             upsert = pg_insert(_M) if conn.dialect.name == "postgresql" else sqlite_insert(_M)
-            stmt = upsert.values(**row).on_conflict_do_nothing(
-                index_elements=[_M.c.appid, _M.c.dedupe_key]
+            stmt = (
+                upsert.values([q.row for q in group])
+                .on_conflict_do_nothing(index_elements=[_M.c.appid, _M.c.dedupe_key])
+                .returning(_M.c.id, _M.c.event_id)
             )
-            push_id = (await conn.execute(stmt.returning(_M.c.id))).scalar()
-            if push_id is None:
-                return None
-            if targets:
-                await conn.execute(
-                    insert(_D),
-                    [
-                        {
-                            "push_id": push_id,
-                            "appid": appid,
-                            "target": t.url,
-                            "status": PENDING,
-                            "created_at": now,
-                            "next_attempt_at": now,
-                            "attempts": 0,
-                        }
-                        for t in targets
-                    ],
-                )
-            await self.grants.apply(conn, appid, message, now)
-        if targets:
+            inserted = {event_id: push_id for push_id, event_id in await conn.execute(stmt)}
+            new = [q for q in group if q.row["event_id"] in inserted]
+            deliveries = [
+                {
+                    "push_id": inserted[q.row["event_id"]],
+                    "appid": q.appid,
+                    "target": t.url,
+                    "status": PENDING,
+                    "created_at": q.row["received_at"],
+                    "next_attempt_at": q.row["received_at"],
+                    "attempts": 0,
+                }
+                for q in new
+                for t in q.targets
+            ]
+            if deliveries:
+                await conn.execute(insert(_D), deliveries)
+            for q in new:
+                await self.grants.apply(conn, q.appid, q.message, q.row["received_at"])
+        if deliveries:
             self.wake.set()
-        return event_id
+        return [q.row["event_id"] if q in new else None for q in group]
 
     async def claim(self, limit: int) -> list[Claimed]:
         """Take up to ``limit`` due deliveries (``pending``, ``next_attempt_at`` passed),
@@ -412,6 +456,26 @@ class Outbox:
                 "targets": [{**t, "url": shown_url(t["url"])} for t in targets],
             }
         return out
+
+
+@dataclass(eq=False)
+class _Queued:
+    """A push prepared by :meth:`Outbox.accept`, waiting for its group's commit."""
+
+    appid: str
+    message: Mapping[str, Any]
+    row: dict[str, Any]
+    targets: list[ForwardTarget]
+    done: asyncio.Future[str | None]
+
+
+def _settle(queued: _Queued, outcome: str | BaseException | None) -> None:
+    if queued.done.done():
+        return
+    if isinstance(outcome, BaseException):
+        queued.done.set_exception(outcome)
+    else:
+        queued.done.set_result(outcome)
 
 
 def _sha256(text: str) -> str:
