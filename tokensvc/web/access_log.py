@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -101,11 +100,10 @@ ACCESS_SUMMARY = web.AppKey("access_summary", AccessSummary)
 
 
 class CountedRead(web.Response):
-    """A successful token read: the access log adds it to ``tally`` instead of writing a line."""
+    """A successful token read: the access log adds it to its ``tally`` (set it once made)
+    instead of writing a line. No ``__init__`` of its own: every token read makes one."""
 
-    def __init__(self, tally: ReadTally, body: bytes, headers: Mapping[str, str]) -> None:
-        super().__init__(body=body, headers=headers)
-        self.tally = tally
+    tally: ReadTally
 
 
 class AccessLogger(AbstractAccessLogger):

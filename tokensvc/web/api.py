@@ -18,12 +18,13 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from tokensvc.clock import rfc3339
+from tokensvc.config import ClientConfig
 from tokensvc.errors import TokensvcError, TokenUnavailable
 from tokensvc.metrics import CountChild, Metrics
 from tokensvc.tokens.manager import TokenManager
 from tokensvc.tokens.values import ServedToken, Trigger
 from tokensvc.web.access_log import AccessSummary, CountedRead, ReadTally
-from tokensvc.web.auth import CLIENT_NAME
+from tokensvc.web.auth import CLIENT_NAME, Authenticator, unauthorized_client
 from tokensvc.web.body import read_json_object, string_field
 from tokensvc.web.errors import domain_error, json_error
 from tokensvc.web.keys import AUTH, CLOCK, MANAGERS, METRICS, PASSIVE_TALLY, SETTINGS
@@ -36,35 +37,55 @@ _TOKEN_HEADERS = CIMultiDict({"Content-Type": "application/json", "Cache-Control
 routes = web.RouteTableDef()
 
 
+class TokenRead:
+    """What a token read of one granted (app, client) pair needs, bound once: the app's
+    TokenManager, the ``tokensvc_token_requests`` child and the access summary's tally."""
+
+    __slots__ = ("count", "manager", "tally")
+
+    def __init__(self, manager: TokenManager, count: CountChild, tally: ReadTally) -> None:
+        self.manager = manager
+        self.count = count
+        self.tally = tally
+
+
 class TokenReads:
     """What ``GET /token`` prepares once instead of per request (see the module docstring)."""
 
-    def __init__(self, metrics: Metrics, summary: AccessSummary) -> None:
+    def __init__(self, metrics: Metrics, summary: AccessSummary, auth: Authenticator) -> None:
         self._metrics = metrics
         self._summary = summary
-        self._answers: dict[str, tuple[ServedToken, bytes]] = {}
-        self._bound: dict[tuple[str, str], tuple[CountChild, ReadTally]] = {}
+        self.auth = auth
+        self.answers: dict[str, tuple[ServedToken, bytes]] = {}
+        """Per appid: the last :class:`ServedToken` answered and its encoded body."""
+        self.bound: dict[tuple[str, str], TokenRead] = {}
+        """Per (appid, client name) that passed :meth:`bind`: a granted client, a known app."""
+
+    def bind(self, request: web.Request, appid: str, client: ClientConfig) -> TokenRead:
+        """The :class:`TokenRead` of ``client`` and ``appid``, made on its first read once the
+        client is known to be granted the app (403 ``forbidden``) and the app configured (404
+        ``unknown_app``); the configuration does not change while the server runs."""
+        if not client.may_use(appid):
+            raise json_error(403, "forbidden", f"client {client.name} is not granted app {appid}")
+        manager = request.app[MANAGERS].get(appid)
+        if manager is None:
+            raise json_error(404, "unknown_app", f"no app with appid {appid} is configured")
+        read = self.bound[(appid, client.name)] = TokenRead(
+            manager,
+            self._metrics.token_requests_of(appid, client.name),
+            self._summary.tally(client.name, appid),
+        )
+        return read
 
     def answer_body(self, token: ServedToken) -> bytes:
         """:func:`token_body` as JSON bytes, encoded once per distinct :class:`ServedToken`
         (per app: a new version, or the next second's ``expires_in``)."""
-        cached = self._answers.get(token.appid)
+        cached = self.answers.get(token.appid)
         if cached is not None and (cached[0] is token or cached[0] == token):
             return cached[1]
         body = json.dumps(token_body(token)).encode()
-        self._answers[token.appid] = (token, body)
+        self.answers[token.appid] = (token, body)
         return body
-
-    def answer(self, token: ServedToken, client: str) -> web.Response:
-        """The 200 answer to ``client``, counted in the metrics and the access summary."""
-        bound = self._bound.get((token.appid, client))
-        if bound is None:
-            bound = self._bound[(token.appid, client)] = (
-                self._metrics.token_requests_of(token.appid, client),
-                self._summary.tally(client, token.appid),
-            )
-        bound[0].value += 1
-        return CountedRead(bound[1], self.answer_body(token), _TOKEN_HEADERS)
 
 
 TOKEN_READS = web.AppKey("token_reads", TokenReads)
@@ -114,19 +135,30 @@ async def get_token(request: web.Request) -> web.Response:
     summary, not written as a line of its own (:mod:`tokensvc.web.access_log`).
     """
     app = request.app
+    reads = app[TOKEN_READS]
+    client = reads.auth.bearer_client(request.headers.get("Authorization", ""))
+    if client is None:
+        raise unauthorized_client()
+    # request[CLIENT_NAME] (the access line's client) is set only for answers that get a line
     appid = request.match_info["appid"]
-    client = app[AUTH].require_client(request, appid)
-    manager = app[MANAGERS].get(appid)
-    if manager is None:
-        raise json_error(404, "unknown_app", f"no app with appid {appid} is configured")
+    read = reads.bound.get((appid, client.name))
+    if read is None:
+        request[CLIENT_NAME] = client.name
+        read = reads.bind(request, appid, client)  # 403, 404
     try:
-        token = manager.current()
+        token = read.manager.current()
     except TokenUnavailable:
+        request[CLIENT_NAME] = client.name
         try:
-            token = await manager.current_or_wait(app[SETTINGS].wechat.timeout)
+            token = await read.manager.current_or_wait(app[SETTINGS].wechat.timeout)
         except TokenUnavailable as exc:
             raise domain_error(exc, app[CLOCK].now()) from None
-    return app[TOKEN_READS].answer(token, client.name)
+    read.count.value += 1
+    cached = reads.answers.get(appid)  # TokenReads.answer_body, inline
+    body = cached[1] if cached is not None and cached[0] is token else reads.answer_body(token)
+    answer = CountedRead(body=body, headers=_TOKEN_HEADERS)
+    answer.tally = read.tally
+    return answer
 
 
 OWN_ERRORS = (get_token,)

@@ -78,7 +78,7 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = Metrics(settings.proxy)
     app[PASSIVE_TALLY] = PassiveTally(app[CLOCK])
     app[ACCESS_SUMMARY] = AccessSummary()
-    app[api.TOKEN_READS] = api.TokenReads(app[METRICS], app[ACCESS_SUMMARY])
+    app[api.TOKEN_READS] = api.TokenReads(app[METRICS], app[ACCESS_SUMMARY], app[AUTH])
     app.cleanup_ctx.extend(
         [
             _access_summary,

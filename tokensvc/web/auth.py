@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 
 from aiohttp import web
@@ -29,6 +30,9 @@ from aiohttp import web
 from tokensvc.config import ClientConfig, ServerConfig
 from tokensvc.secret import key_sha256
 from tokensvc.web.errors import json_error
+
+_sha256 = hashlib.sha256
+_compare_digest = hmac.compare_digest
 
 CSRF_HEADER = "X-Requested-With"
 CSRF_VALUE = "tokensvc"
@@ -101,8 +105,18 @@ class Authenticator:
 
         Raises 401 ``unauthorized`` (no or unknown key).
         """
+        client = self.bearer_client(request.headers.get("Authorization", ""))
+        if client is None:
+            raise unauthorized_client()
+        request[CLIENT_NAME] = client.name
+        return client
+
+    def bearer_client(self, authorization: str) -> ClientConfig | None:
+        """The client whose key an ``Authorization: Bearer <key>`` header value carries, or None
+        (another scheme, no key, a key no client has, bytes no key can hold). Every client's
+        hash is compared, in constant time."""
         # bearer_key, plausible_key and client_for_key in one frame: every token read runs this
-        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        scheme, _, value = authorization.partition(" ")
         key = value.strip()
         client: ClientConfig | None = None
         if (
@@ -112,18 +126,10 @@ class Authenticator:
             and key.isascii()
             and key.isprintable()
         ):
-            digest = key_sha256(key).encode()
+            digest = _sha256(key.encode()).hexdigest().encode()  # key_sha256, inline
             for expected, candidate in self._client_hashes:  # every one: constant time
-                if hmac.compare_digest(digest, expected):
+                if _compare_digest(digest, expected):
                     client = candidate
-        if client is None:
-            raise json_error(
-                401,
-                "unauthorized",
-                "send a client key as 'Authorization: Bearer <key>'",
-                headers={"WWW-Authenticate": 'Bearer realm="tokensvc"'},
-            )
-        request[CLIENT_NAME] = client.name
         return client
 
     def require_client(self, request: web.Request, appid: str) -> ClientConfig:
@@ -199,6 +205,17 @@ class Authenticator:
             )
             host = forwarded.get("host") or _first(request.headers.get("X-Forwarded-Host"), host)
         return f"{scheme.lower()}://{host}"
+
+
+def unauthorized_client() -> web.HTTPException:
+    """401 ``unauthorized`` for a request without a known client key (with the Bearer
+    challenge)."""
+    return json_error(
+        401,
+        "unauthorized",
+        "send a client key as 'Authorization: Bearer <key>'",
+        headers={"WWW-Authenticate": 'Bearer realm="tokensvc"'},
+    )
 
 
 def _first(header: str | None, default: str) -> str:
