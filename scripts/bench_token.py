@@ -2,8 +2,8 @@
 
 Default: the WeChat simulator, ``tokensvc serve`` (one app, shipped defaults, SQLite) and a bare
 aiohttp handler (``scripts/bare.py token``: the same answer bytes and headers after the same
-Bearer check) each run in their own process; the load generator (``scripts/loadgen.py``, or
-``wrk`` when installed... it is a Python generator here: see its output) drives each in turn
+Bearer check) each run in their own process; the load generator (``scripts/loadgen.py``: ``wrk
+-t1`` when installed, else its Python generator; the output says which) drives each in turn
 with 64 keep-alive connections, three times, alternating which goes first. Prints every run,
 the median throughput ratio and p99 ratio with their spread, and the server CPU per answer.
 

@@ -2,11 +2,18 @@
 
 Closed loop: ``--connections`` keep-alive connections each send one request, read the whole
 answer, and send the next, for ``--duration`` seconds (after ``--warmup`` seconds that are not
-counted) or ``--max-requests`` answers, whichever comes first. Requests are pre-built bytes on
-a plain :class:`asyncio.Protocol` (uvloop when installed), so the generator spends little of
-the machine's time per request. Prints one JSON line: ``{"generator", "connections",
-"requests", "errors", "seconds", "rps", "p50_ms", "p99_ms", "max_ms"}``; an answer whose status
-is not ``--expect-status`` counts as an error.
+counted) or ``--max-requests`` answers, whichever comes first. Prints one JSON line:
+``{"generator", "connections", "requests", "errors", "seconds", "rps", "p50_ms", "p99_ms",
+"max_ms"}``; an answer whose status is not ``--expect-status`` counts as an error.
+
+``--generator auto`` (the default) drives the load with ``wrk`` (one thread, ``-t1``) when it is
+installed, as issue 12's figures were measured, else with the Python generator: pre-built
+requests on a plain :class:`asyncio.Protocol` (uvloop when installed), which spends more of the
+machine's time per request than wrk does (on 2 cores, time the servers do not get). The
+``generator`` field says which ran. With wrk: the warm-up is a run of its own, durations are
+whole seconds, several URLs are taken in turn by each request (not one per connection), an
+error is an answer of status 400 or more or a broken connection, and ``--max-requests`` is not
+applied.
 
     .venv/bin/python scripts/loadgen.py --url http://127.0.0.1:8080/v1/apps/wx1/token \
         --header "Authorization: Bearer KEY" --connections 64 --duration 5
@@ -18,8 +25,13 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
+import shutil
+import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import cast
 from urllib.parse import urlsplit
 
@@ -183,8 +195,113 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
     }
 
 
+_WRK_SCRIPT = """
+local urls = {%(paths)s}
+local headers = {%(headers)s}
+wrk.method = %(method)s
+for name, value in pairs(headers) do wrk.headers[name] = value end
+if %(body_path)s ~= "" then
+  local f = assert(io.open(%(body_path)s, "rb"))
+  wrk.body = f:read("*a")
+  f:close()
+end
+if #urls > 1 then
+  local built, i = {}, 0
+  init = function(args)
+    for n, path in ipairs(urls) do built[n] = wrk.format(nil, path) end
+  end
+  request = function()
+    i = i %% #built + 1
+    return built[i]
+  end
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '{"requests": %%d, "errors": %%d, "micros": %%d, "p50": %%d, "p99": %%d, "max": %%d}\\n',
+    summary.requests, e.connect + e.read + e.write + e.status + e.timeout, summary.duration,
+    latency:percentile(50), latency:percentile(99), latency.max))
+end
+"""
+
+
+def _lua(text: str) -> str:
+    """A Lua string literal of ``text`` (UTF-8; other than letters, digits and a few
+    punctuation marks, every byte as a ``\\ddd`` escape)."""
+    safe = b" /:-_.;=,*"
+    return (
+        '"'
+        + "".join(
+            chr(b) if (b < 128 and chr(b).isalnum()) or b in safe else f"\\{b:03d}"
+            for b in text.encode()
+        )
+        + '"'
+    )
+
+
+def run_wrk(wrk: str, args: argparse.Namespace) -> dict[str, object]:
+    """Drive the load with ``wrk -t1`` (see the module docstring); the summary as a dict."""
+    first = urlsplit(args.url[0])
+    base = f"{first.scheme}://{first.netloc}"
+    paths = [
+        urlsplit(u).path + (f"?{urlsplit(u).query}" if urlsplit(u).query else "") for u in args.url
+    ]
+    with tempfile.TemporaryDirectory(prefix="loadgen-wrk-") as tmp:
+        body_path = ""
+        if args.body:
+            body_path = str(Path(tmp) / "body.bin")
+            Path(body_path).write_bytes(args.body)
+        headers = [h.split(":", 1) for h in args.header]
+        script = Path(tmp) / "load.lua"
+        script.write_text(
+            _WRK_SCRIPT
+            % {
+                "paths": ", ".join(_lua(p) for p in paths),
+                "headers": ", ".join(
+                    f"[{_lua(n.strip())}] = {_lua(v.strip())}" for n, v in headers
+                ),
+                "method": _lua(args.method),
+                "body_path": _lua(body_path),
+            }
+        )
+
+        def wrk_run(seconds: float) -> subprocess.CompletedProcess[str]:
+            command = [wrk, "-t1", f"-c{args.connections}", f"-d{max(1, math.ceil(seconds))}s"]
+            command += ["--timeout", "30s", "-s", str(script), base + paths[0]]
+            return subprocess.run(  # noqa: S603 (wrk, our script)
+                command, capture_output=True, text=True, timeout=MAX_SECONDS + 60, check=False
+            )
+
+        if args.warmup > 0:
+            wrk_run(args.warmup)
+        done = wrk_run(min(args.duration, MAX_SECONDS))
+    version = "wrk"
+    summary: dict[str, int] | None = None
+    for line in done.stdout.splitlines():
+        if line.startswith('{"requests"'):
+            summary = json.loads(line)
+    if summary is None or done.returncode != 0:
+        return {"fatal": f"wrk failed ({done.returncode}): {(done.stderr or done.stdout)[-500:]}"}
+    seconds = summary["micros"] / 1e6
+    count = summary["requests"]
+    return {
+        "generator": f"{version} -t1 (C, closed loop)",
+        "connections": args.connections,
+        "requests": count,
+        "errors": summary["errors"],
+        "seconds": round(seconds, 3),
+        "rps": round(count / seconds, 1) if seconds else 0.0,
+        "p50_ms": round(summary["p50"] / 1000, 3),
+        "p99_ms": round(summary["p99"] / 1000, 3),
+        "max_ms": round(summary["max"] / 1000, 3),
+        "fatal": None if count else "no answer was counted",
+    }
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument(
         "--url", action="append", required=True, help="connection i uses URL i modulo their number"
     )
@@ -196,13 +313,25 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=0.5, help="seconds not counted")
     parser.add_argument("--max-requests", type=int, default=5_000_000)
     parser.add_argument("--expect-status", type=int, default=200)
+    parser.add_argument(
+        "--generator",
+        choices=["auto", "wrk", "python"],
+        default="auto",
+        help="wrk when installed (auto), or the Python generator",
+    )
     args = parser.parse_args()
-    args.loop_name = loop_name()
     args.body = b""
     if args.body_file:
         with open(args.body_file, "rb") as f:
             args.body = f.read()
-    result = asyncio.run(run(args))
+    wrk = shutil.which("wrk") if args.generator != "python" else None
+    if args.generator == "wrk" and wrk is None:
+        raise SystemExit("wrk is not installed")
+    if wrk is not None and args.expect_status == 200:
+        result = run_wrk(wrk, args)
+    else:
+        args.loop_name = loop_name()
+        result = asyncio.run(run(args))
     print(json.dumps(result), flush=True)
     sys.exit(0 if result["fatal"] is None else 1)
 
