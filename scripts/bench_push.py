@@ -86,7 +86,8 @@ class Receiver:
                 return False
             self.changed.clear()
             try:
-                await asyncio.wait_for(self.changed.wait(), left)
+                async with asyncio.timeout(left):
+                    await self.changed.wait()
             except TimeoutError:
                 return False
         return True

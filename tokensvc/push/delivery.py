@@ -146,8 +146,12 @@ class DeliveryWorker:
                 except StoreUnavailable as exc:
                     log.warning("push delivery: %s", exc)
                 if claimed < BATCH_SIZE:
+                    # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a
+                    # cancellation that arrives as its timeout fires, and the worker would
+                    # never stop
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._outbox.wake.wait(), POLL_INTERVAL)
+                        async with asyncio.timeout(POLL_INTERVAL):
+                            await self._outbox.wake.wait()
                     self._outbox.wake.clear()
         finally:
             await self._stop_batches()
