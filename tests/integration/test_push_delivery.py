@@ -521,3 +521,28 @@ async def test_the_grant_ledger_on_postgresql(postgres: PostgresCluster, fake_ur
     assert rows["TPL1"]["one_time_grants"] == 0 and rows["TPL1"]["last_status"] == "refused"
     assert rows["TPL3"]["last_event"] == "send_43101"
     await engine.dispose()
+
+
+async def test_the_worker_stops_when_cancelled_as_a_push_wakes_it(
+    fake_url: str, tmp_path: Path
+) -> None:
+    """A shutdown right after a push: the wake-up and the cancellation reach the worker in the
+    same loop iteration (Python 3.11's wait_for returned the wake-up and dropped the cancel,
+    and the app's shutdown waited for the worker forever)."""
+    url = sqlite_url(tmp_path)
+    engine = make_engine(url)
+    await upgrade_to_head(engine)
+    outbox = Outbox(
+        TokenStore(engine), push_settings(fake_url, url, push_config("http://x")), SystemClock()
+    )
+    async with aiohttp.ClientSession() as session:
+        worker = DeliveryWorker(outbox, session, SystemClock(), CollectorRegistry())
+        for _ in range(3):
+            task = asyncio.create_task(worker.run())
+            await asyncio.sleep(0.2)  # idle, waiting for a wake-up
+            outbox.wake.set()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                async with asyncio.timeout(5):
+                    await task
+    await engine.dispose()
