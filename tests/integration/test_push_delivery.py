@@ -22,8 +22,9 @@ import aiohttp
 import pytest
 import tomli_w
 from prometheus_client import CollectorRegistry
+from sqlalchemy import text
 
-from tests.support.config import CLASSIC_APPID, STABLE_APPID
+from tests.support.config import AUTH, CLASSIC_APPID, STABLE_APPID
 from tests.support.forward import (
     FORWARD_KEY,
     PUSH_TOKEN,
@@ -317,6 +318,41 @@ async def test_a_delivery_failing_for_24_hours_is_marked_failed_and_shown(
     assert await outbox.prune(clock.now() + 1) == 1
     assert (await outbox.stats(STABLE_APPID))["failed"] == 0
     await engine.dispose()
+
+
+async def test_an_operator_sends_failed_deliveries_again(
+    fake_url: str, tmp_path: Path, start_service: Start, receiver: ForwardReceiver
+) -> None:
+    receiver.status = 500
+    settings = push_settings(fake_url, sqlite_url(tmp_path), push_config(receiver.url))
+    client = await start_service(settings)
+    outbox = client.app[OUTBOX]
+    event_id = await accepted(outbox, text_push())
+    await wait_until(lambda: len(receiver.received) >= 1)
+    # as if 24 h of retries had passed: the worker marks it failed at its next attempt
+    engine = make_engine(settings.database.url)
+    async with engine.begin() as conn:
+        await conn.execute(text("UPDATE push_deliveries SET created_at = created_at - 86400 - 60"))
+    await engine.dispose()
+
+    async def failed() -> bool:
+        return bool((await outbox.stats(STABLE_APPID))["failed"] == 1)
+
+    await wait_until(failed)
+    receiver.status = 200
+    path = f"/v1/apps/{STABLE_APPID}/push/redeliver"
+    assert (await client.post(path)).status == 401
+    assert (await client.post(path, headers=AUTH)).status == 403  # a client key
+    unknown = await client.post("/v1/apps/wx0000000000000009/push/redeliver", headers=_admin())
+    assert unknown.status == 404
+    answer = await client.post(path, headers=_admin())
+    assert answer.status == 200
+    assert await answer.json() == {"appid": STABLE_APPID, "requeued": 1}
+    await wait_until(lambda: receiver.event_ids() == [event_id])
+    stats = await outbox.stats(STABLE_APPID)
+    assert (stats["backlog"], stats["failed"]) == (0, 0)
+    again = await client.post(path, headers=_admin())
+    assert await again.json() == {"appid": STABLE_APPID, "requeued": 0}
 
 
 def _admin() -> dict[str, str]:

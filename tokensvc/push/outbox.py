@@ -343,6 +343,22 @@ class Outbox:
                     update(_D).where(_D.c.id.in_(list(ids))).values(leased_until=None)
                 )
 
+    async def redeliver_failed(self, appid: str) -> int:
+        """Give the app's ``failed`` deliveries (given up after 24 h) another 24 h: pending
+        again, due at once, the retry window counted from now; how many. For an operator,
+        once the target is back."""
+        now = self._clock.now()
+        async with self._writes.begin() as conn:
+            result = await conn.execute(
+                update(_D)
+                .where(_D.c.appid == appid, _D.c.status == FAILED)
+                .values(status=PENDING, created_at=now, next_attempt_at=now, leased_until=None)
+            )
+            requeued = int(result.rowcount or 0)
+        if requeued:
+            self.wake.set()
+        return requeued
+
     async def end_stale_leases(self) -> int:
         """End every lease (SQLite, at start: the process that held them is gone); how many."""
         async with self._writes.begin() as conn:

@@ -35,7 +35,17 @@ from tokensvc.store.repo import TokenStore, make_engine
 from tokensvc.tokens.manager import TokenManager
 from tokensvc.tokens.scheduler import RefreshScheduler, ReplicaSync
 from tokensvc.tokens.serving import IssuedTokens
-from tokensvc.web import api, facade, health, openapi, operator, proxy, push, subscriptions
+from tokensvc.web import (
+    api,
+    facade,
+    health,
+    openapi,
+    operator,
+    proxy,
+    push,
+    push_admin,
+    subscriptions,
+)
 from tokensvc.web.access_log import ACCESS_SUMMARY, SUMMARY_SECONDS, AccessSummary
 from tokensvc.web.auth import Authenticator
 from tokensvc.web.errors import Unmatched, json_errors
@@ -93,7 +103,7 @@ def create_app(settings: Settings) -> web.Application:
         ]
     )
     routes = [*api.routes, *health.routes, *openapi.routes, *proxy.routes, *operator.routes]
-    routes += subscriptions.routes
+    routes += [*subscriptions.routes, *push_admin.routes]
     routes += push.routes  # WeChat's push URL of each app (/wechat/push/{appid})
     # aiohttp tries every /v1/apps/{appid}/... resource in registration order: hottest first
     hot = [r for r in routes if getattr(r, "handler", None) in _HOT_HANDLERS]

@@ -1302,6 +1302,35 @@ SCHEMAS["Subscriptions"] = {
     "description": "One user's subscribe-grant ledger, per template.",
 }
 PATHS |= {
+    "/v1/apps/{appid}/push/redeliver": {
+        "post": _operation(
+            "redeliverPushes",
+            "Send failed push deliveries again",
+            "The app's push deliveries marked `failed` (given up after 24 hours of retries) "
+            "become pending again, due at once, with a new 24-hour retry window: for when a "
+            "forward target is back after a long outage. With Basic auth the request must "
+            "carry `X-Requested-With: tokensvc` and a same-site `Origin`.",
+            "operators",
+            OPERATOR,
+            _responses(
+                _ok(
+                    "How many deliveries were queued again.",
+                    _json(
+                        _object(
+                            {
+                                "appid": _string(),
+                                "requeued": {"type": "integer", "minimum": 0},
+                            }
+                        )
+                    ),
+                    _NO_STORE,
+                ),
+                "NotFound",
+                "DatabaseUnavailable",
+            ),
+            parameters=[APPID],
+        )
+    },
     "/v1/apps/{appid}/subscriptions/{openid}": {
         "get": _operation(
             "getSubscriptions",
