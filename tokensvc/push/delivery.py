@@ -54,11 +54,16 @@ GIVE_UP_AFTER = 24 * 3600.0
 ATTEMPT_TIMEOUT = 10.0
 """Seconds one attempt may take, connection included."""
 POLL_INTERVAL = 1.0
+"""Seconds between looks for due deliveries when no push wakes the worker."""
 BATCH_SIZE = 100
+"""Deliveries claimed at once."""
 MAX_BATCHES = 4
+"""Batches in flight at once (a slow target holds one)."""
 PRUNE_INTERVAL = 3600.0
+"""Seconds between prunings of deliveries and pushes past ``[events] retention_days``."""
 
-Outcome_ = Literal["delivered", "retry", "failed"]
+MetricOutcome = Literal["delivered", "retry", "failed"]
+"""The ``outcome`` label of ``tokensvc_push_deliveries_total``."""
 
 
 def retry_delay(failures: int, rand: float, retry_after: float | None = None) -> float:
@@ -250,7 +255,7 @@ class DeliveryWorker:
 
     def _observe(self, claimed: Claimed, outcome: Outcome) -> None:
         key = (claimed.appid, claimed.target)
-        label: Outcome_ = (
+        label: MetricOutcome = (
             "delivered"
             if outcome.status == DELIVERED
             else "failed"
