@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.conftest import AUTH, CLASSIC_APPID, STABLE_APPID, wait_until
+from tests.conftest import ADMIN_KEY, AUTH, CLASSIC_APPID, STABLE_APPID, wait_until
 from tests.support.service import Start, ready
 from tokensvc.config import Settings
 from tokensvc.simulator import FakeWechat
@@ -153,3 +153,25 @@ async def test_malformed_and_failed_answers_are_retried_not_stored(
 
     await wait_until(served, timeout=15)
     assert fake.count("/cgi-bin/token", CLASSIC_APPID) == 5
+
+
+async def test_a_token_from_outside_the_schedule_is_refreshed_on_its_own_schedule(
+    fake: FakeWechat, make_settings: Callable[..., Settings], start_service: Start
+) -> None:
+    """An operator's Refresh now (or a passive refresh) brings a token whose lifetime may be
+    shorter than the one the scheduler's job was armed for: it is refreshed before it expires,
+    not when the old token's refresh was planned."""
+    fake.ttl, fake.rotation_window = 60.0, 2.0
+    client = await ready(start_service, make_settings(wechat={"rotation_window": 2}))
+    fake.ttl = 4.0  # WeChat now hands out shorter lifetimes
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    response = await client.post(f"/v1/apps/{CLASSIC_APPID}/token/rotate", headers=admin)
+    assert response.status == 200, await response.text()
+    rotated = fake.token_calls(CLASSIC_APPID)
+    deadline = time.monotonic() + 2 * fake.ttl
+    while time.monotonic() < deadline:
+        response = await client.get(f"/v1/apps/{CLASSIC_APPID}/token", headers=AUTH)
+        assert response.status == 200, await response.text()
+        assert fake.is_valid((await response.json())["access_token"])
+        await asyncio.sleep(0.05)
+    assert fake.token_calls(CLASSIC_APPID) > rotated  # refreshed on the 4 s token's schedule

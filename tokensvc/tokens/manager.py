@@ -69,6 +69,7 @@ class TokenManager(ClaimJudge):
         :class:`TokenUnavailable` when no token results.
         """
         failure: TokensvcError | None = None
+        version_before = self._record.version
         try:
             async with self._lock:
                 try:
@@ -88,8 +89,14 @@ class TokenManager(ClaimJudge):
             assert failure is not None
             raise failure
         finally:
-            if self._is_dead(self._record) and self.on_due is not None:
+            if self.on_due is not None and (
+                self._is_dead(self._record)
+                or (expected_version is None and self._record.version != version_before)
+            ):
                 # Still dead (the replacement failed or must wait): the scheduler takes over.
+                # Or a new token came from outside the scheduler's run (an operator, a caller's
+                # passive refresh): its schedule may be due before the job armed for the old
+                # one (a shorter expires_in), so the job recomputes it now.
                 self.on_due()
 
     async def _refresh_locked(
