@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -316,8 +317,9 @@ def main() -> None:
     parser.add_argument(
         "--generator",
         choices=["auto", "wrk", "python"],
-        default="auto",
-        help="wrk when installed (auto), or the Python generator",
+        default=os.environ.get("LOADGEN_GENERATOR", "auto"),
+        help="wrk when installed (auto), or the Python generator; default $LOADGEN_GENERATOR "
+        "or auto (the benchmark scripts pass it on)",
     )
     args = parser.parse_args()
     args.body = b""
