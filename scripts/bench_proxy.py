@@ -6,8 +6,9 @@ Bearer check, one pooled session, the body passed through as bytes) each run in 
 process. The load generator (``scripts/loadgen.py``, its own process: ``wrk -t1`` when
 installed, else its Python generator; the output says which) sends the same customer-service
 message, ``POST /v1/apps/{appid}/messages/custom``, to each in turn with 64 keep-alive
-connections, three times, alternating which goes first; both forward to the same simulator. Prints every run, the median throughput ratio and p99 ratio with their spread, and
-the server CPU per answer (the proxy's own process only).
+connections, three times, alternating which goes first; both forward to the same simulator.
+Prints every run, the median throughput ratio and p99 ratio with their spread, and the server
+CPU per answer (the proxy's own process only).
 
     .venv/bin/python scripts/bench_proxy.py
     .venv/bin/python scripts/bench_proxy.py --smoke    # a few seconds: does it work
