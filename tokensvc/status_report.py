@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tokensvc.clock import Clock, rfc3339
+from tokensvc.push.outbox import Outbox
 from tokensvc.quota import QuotaReading, QuotaWatcher
 from tokensvc.secret import fingerprint
 from tokensvc.store.calls import CallCounter
@@ -95,7 +96,8 @@ class AppStatus:
     fetched (it may have expired or been rejected since); ``served``: callers get it now.
     ``quota``: WeChat's latest ``quota/get`` readings (token API first; empty until the first
     round, about 30 s after start); ``forwarded_today``: ``{api: calls}`` this process forwarded
-    today (China time), most first.
+    today (China time), most first. ``push``: the app's message-push figures
+    (:meth:`tokensvc.push.outbox.Outbox.stats`), None without ``[apps.push]``.
     """
 
     appid: str
@@ -124,6 +126,7 @@ class AppStatus:
     served: bool
     quota: tuple[QuotaReading, ...] = ()
     forwarded_today: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    push: Mapping[str, Any] | None = None
 
     @property
     def quota_low(self) -> tuple[QuotaReading, ...]:
@@ -169,6 +172,7 @@ class AppStatus:
             "revoke_second_at": rfc3339(self.revoke_second_at),
             "quota": [reading.as_json() for reading in self.quota],
             "forwarded_today": dict(self.forwarded_today),
+            "push": None if self.push is None else dict(self.push),
         }
 
 
@@ -180,6 +184,7 @@ def app_status(
     tally: PassiveTally,
     quota: QuotaWatcher | None = None,
     forwarded: Mapping[str, int] | None = None,
+    push: Mapping[str, Any] | None = None,
 ) -> AppStatus:
     """The :class:`AppStatus` of one app, from memory (no I/O)."""
     record = manager.record
@@ -217,6 +222,7 @@ def app_status(
         served=manager.served() is not None,
         quota=readings,
         forwarded_today=forwarded or {},
+        push=push,
     )
 
 
@@ -240,6 +246,7 @@ async def collect_apps(
     now: float,
     quota: QuotaWatcher | None = None,
     calls: CallCounter | None = None,
+    outbox: Outbox | None = None,
 ) -> list[AppStatus]:
     """Every app's :class:`AppStatus`, in configuration order; two database queries (the calls
     to WeChat's token API today, China time, and the calls forwarded today). Raises
@@ -247,6 +254,8 @@ async def collect_apps(
     day_start = timing.next_quota_reset(now) - 86400
     calls_today = await events.count_since(day_start)
     forwarded = await calls.today() if calls is not None else {}
+    receiving = [appid for appid, m in managers.items() if m.app.push is not None]
+    pushes = await outbox.stats_many(receiving) if outbox is not None and receiving else {}
     return [
         app_status(
             manager,
@@ -255,6 +264,7 @@ async def collect_apps(
             tally=tally,
             quota=quota,
             forwarded=forwarded.get(appid),
+            push=pushes.get(appid),
         )
         for appid, manager in managers.items()
     ]
@@ -282,6 +292,7 @@ async def build_status(
     clock: Clock,
     quota: QuotaWatcher | None = None,
     calls: CallCounter | None = None,
+    outbox: Outbox | None = None,
 ) -> dict[str, Any]:
     """The status document.
 
@@ -289,7 +300,9 @@ async def build_status(
     "version", "fetched_at", "expires_at", "rejected_at", "planned_refresh_at", "next_refresh_at",
     "next_refresh_reason", "previous_valid_until", "last_error", "failures",
     "upstream_calls_today", "daily_limit", "passive_today", "revoke_second_at", "quota": [{"api",
-    "daily_limit", "used", "remain", "low", "checked_at"}], "forwarded_today": {api: calls}}],
+    "daily_limit", "used", "remain", "low", "checked_at"}], "forwarded_today": {api: calls},
+    "push": null or {"received_24h", "last_received_at", "backlog", "oldest_pending_at",
+    "failed", "targets": [...]} (:meth:`tokensvc.push.outbox.Outbox.stats`)}],
     "events":
     [{"at", "appid", "trigger", "outcome", "errcode", "errmsg", "rid", "fingerprint",
     "latency_ms"}]}``; times RFC 3339 UTC, ``last_error`` null or ``{errcode, errmsg, rid, at}``
@@ -298,6 +311,6 @@ async def build_status(
     events cannot be read.
     """
     now = clock.now()
-    apps = await collect_apps(managers, events, tally, now, quota, calls)
+    apps = await collect_apps(managers, events, tally, now, quota, calls, outbox)
     recent = [event_json(event) for event in await events.latest(50)]
     return {"now": rfc3339(now), "apps": [app.to_json() for app in apps], "events": recent}

@@ -582,3 +582,44 @@ async def test_the_worker_stops_when_cancelled_as_a_push_wakes_it(
                 async with asyncio.timeout(5):
                     await task
     await engine.dispose()
+
+
+async def test_status_json_and_page_show_pushes_backlog_and_last_failure_per_target(
+    fake_url: str, tmp_path: Path, start_service: Start
+) -> None:
+    target = ForwardReceiver()  # down at first
+    settings = push_settings(fake_url, sqlite_url(tmp_path), push_config(target.url))
+    client = await start_service(settings)
+    outbox = client.app[OUTBOX]
+    await accepted(outbox, text_push())
+
+    async def failed_once() -> bool:
+        stats = await outbox.stats(STABLE_APPID)
+        return stats["targets"][0]["last_failure"] is not None
+
+    await wait_until(failed_once)
+    answer = await client.get("/v1/status", headers=_admin())
+    assert answer.status == 200
+    apps = {a["appid"]: a for a in (await answer.json())["apps"]}
+    assert apps[CLASSIC_APPID]["push"] is None
+    push = apps[STABLE_APPID]["push"]
+    assert (push["received_24h"], push["backlog"], push["failed"]) == (1, 1, 0)
+    assert push["targets"][0]["url"] == target.url
+    assert "ClientConnectorError" in push["targets"][0]["last_failure"]["error"]
+    page = await (await client.get("/status", headers=_admin())).text()
+    assert "Message push" in page and target.url in page and "backlog 1" in page
+    assert "last failure ClientConnectorError" in page
+    assert FORWARD_KEY not in page and PUSH_TOKEN not in page
+
+    await target.start()
+    try:
+        await wait_until(lambda: len(target.answered) == 1, timeout=15)
+
+        async def drained() -> bool:
+            return bool((await outbox.stats(STABLE_APPID))["backlog"] == 0)
+
+        await wait_until(drained)
+        page = await (await client.get("/status", headers=_admin())).text()
+        assert "backlog 0" in page and "(resolved)" in page
+    finally:
+        await target.stop()

@@ -544,8 +544,55 @@ SCHEMAS: Json = {
                 "per WeChat API path, most first.",
                 "additionalProperties": {"type": "integer", "minimum": 1},
             },
+            "push": {
+                "anyOf": [_ref("PushStatus"), {"type": "null"}],
+                "description": "Message push (every replica's); null without `[apps.push]`.",
+            },
         },
         closed=False,
+    ),
+    "PushStatus": _object(
+        {
+            "received_24h": {"type": "integer", "description": "Pushes accepted in 24 h."},
+            "last_received_at": _instant("The last push accepted.", nullable=True),
+            "backlog": {
+                "type": "integer",
+                "description": "Deliveries waiting for a first try or a retry.",
+            },
+            "oldest_pending_at": _instant(
+                "When the oldest waiting push was accepted.", nullable=True
+            ),
+            "failed": {
+                "type": "integer",
+                "description": "Deliveries given up after 24 h (`POST .../push/redeliver`).",
+            },
+            "targets": {
+                "type": "array",
+                "items": _object(
+                    {
+                        "url": _string("The target's URL without user, password or query."),
+                        "pending": {"type": "integer"},
+                        "failed": {"type": "integer"},
+                        "last_delivered_at": _instant("The last delivery.", nullable=True),
+                        "last_failure": {
+                            "anyOf": [
+                                _object(
+                                    {
+                                        "at": _instant("When."),
+                                        "http_status": _nullable(
+                                            "integer", "None: no HTTP answer."
+                                        ),
+                                        "error": _string(),
+                                        "attempts": {"type": "integer"},
+                                    }
+                                ),
+                                {"type": "null"},
+                            ]
+                        },
+                    }
+                ),
+            },
+        }
     ),
     "QuotaReading": _object(
         {

@@ -41,6 +41,7 @@ from tokensvc.web.keys import (
     EVENTS,
     MANAGERS,
     METRICS,
+    OUTBOX,
     PASSIVE_TALLY,
     QUOTA,
     SETTINGS,
@@ -143,7 +144,13 @@ async def _status_page(request: web.Request, query: PageQuery) -> dict[str, Any]
     now = app[CLOCK].now()
     try:
         apps = await collect_apps(
-            app[MANAGERS], events, app[PASSIVE_TALLY], now, app.get(QUOTA), app.get(CALLS)
+            app[MANAGERS],
+            events,
+            app[PASSIVE_TALLY],
+            now,
+            app.get(QUOTA),
+            app.get(CALLS),
+            app.get(OUTBOX),
         )
         counts = Counter(a.state for a in apps)
         matching = sorted(
@@ -239,6 +246,7 @@ async def status_json(request: web.Request) -> web.Response:
             app[CLOCK],
             app.get(QUOTA),
             app.get(CALLS),
+            app.get(OUTBOX),
         )
     except StoreUnavailable as exc:
         raise domain_error(exc, app[CLOCK].now(), code="database_unavailable") from None
