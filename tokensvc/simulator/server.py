@@ -288,7 +288,8 @@ class FakeWechat:
                 transport.abort()
             raise asyncio.CancelledError
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._release.wait(), self.hang_seconds)
+            async with asyncio.timeout(self.hang_seconds):
+                await self._release.wait()
         return self._error(-1, "system error")
 
     def _day(self) -> int:

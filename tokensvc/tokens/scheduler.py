@@ -254,7 +254,10 @@ class ReplicaSync:
         read_at = loop.time()  # the catch-up read
         while True:
             try:
-                await asyncio.wait_for(self._lost.wait(), self._interval)
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a
+                # cancellation that arrives as the event is set (shutdown would hang)
+                async with asyncio.timeout(self._interval):
+                    await self._lost.wait()
                 return checked
             except TimeoutError:
                 pass
@@ -292,7 +295,8 @@ class ReplicaSync:
                 log.debug("replica sync: reading %d notified apps failed: %s", len(appids), exc)
                 self._pending |= appids
                 with contextlib.suppress(TimeoutError):  # a fresh notification cannot wait
-                    await asyncio.wait_for(self._notified.wait(), self._interval)
+                    async with asyncio.timeout(self._interval):
+                        await self._notified.wait()
                 self._notified.set()
                 continue
             self._adopt(records)

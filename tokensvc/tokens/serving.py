@@ -240,7 +240,8 @@ class TokenServing:
         horizon = self._clock.now() + wait
         while self._replacement_pending(horizon) and (remaining := deadline - loop.time()) > 0:
             try:
-                await asyncio.wait_for(self._changed.wait(), remaining)
+                async with asyncio.timeout(remaining):  # not wait_for (3.11 loses cancels)
+                    await self._changed.wait()
             except TimeoutError:
                 break
             served = self._serve(self._record)

@@ -33,7 +33,8 @@ async def readyz(request: web.Request) -> web.Response:
     """
     database_ok = True
     try:
-        await asyncio.wait_for(request.app[STORE].ping(), READY_DB_TIMEOUT)
+        async with asyncio.timeout(READY_DB_TIMEOUT):
+            await request.app[STORE].ping()
     except (StoreUnavailable, TimeoutError):
         database_ok = False
     managers = request.app[MANAGERS]
