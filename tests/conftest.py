@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+import itertools
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +25,7 @@ from tests.support.config import (  # re-exported: tests import these from here
     base_config,
     merge,
 )
+from tests.support.postgres import PostgresCluster, find_bindir
 from tests.support.service import wait_until
 from tokensvc.config import Settings, parse_settings
 from tokensvc.simulator import FakeWechat, serve_fake
@@ -96,3 +101,37 @@ async def start_service() -> AsyncIterator[Callable[[Settings], Awaitable[TestCl
     yield start
     for client in clients:
         await client.close()
+
+
+_databases = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """One throwaway PostgreSQL cluster for the whole run (skipped, saying why, without the
+    server binaries; a failure instead under ``TOKENSVC_REQUIRE_POSTGRES``, as in CI)."""
+    bindir = find_bindir()
+    if bindir is None:
+        if os.environ.get("TOKENSVC_REQUIRE_POSTGRES"):
+            pytest.fail(
+                "PostgreSQL server binaries not found, but TOKENSVC_REQUIRE_POSTGRES is set"
+            )
+        pytest.skip(
+            "PostgreSQL server binaries (initdb, pg_ctl) not found: apt-get install postgresql-15"
+        )
+    # pytest's own temp root is private to root; the cluster runs as an unprivileged user
+    base = Path(tempfile.mkdtemp(prefix="tokensvc-pg-"))
+    base.chmod(0o755)
+    cluster = PostgresCluster(bindir, base / "cluster")
+    try:
+        cluster.init()
+        yield cluster
+        cluster.stop()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+async def database_url(postgres: PostgresCluster) -> str:
+    """A new, empty database on the cluster: its SQLAlchemy URL."""
+    return await postgres.create_database(f"tokensvc_{os.getpid()}_{next(_databases)}")

@@ -12,9 +12,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +30,7 @@ from tests.support.forward import (
     push_raw_config,
     push_settings,
 )
-from tests.support.postgres import PostgresCluster, find_bindir
+from tests.support.postgres import PostgresCluster
 from tests.support.replicas import Replica
 from tests.support.service import Start, free_port, wait_until
 from tokensvc.clock import FakeClock, SystemClock
@@ -436,26 +433,6 @@ async def test_a_delivery_in_flight_at_a_kill_is_delivered_again_after_restart(
 
 
 # --- replicas on PostgreSQL -------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresCluster]:
-    bindir = find_bindir()
-    if bindir is None:
-        if os.environ.get("TOKENSVC_REQUIRE_POSTGRES"):
-            pytest.fail(
-                "PostgreSQL server binaries not found, but TOKENSVC_REQUIRE_POSTGRES is set"
-            )
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found")
-    base = Path(tempfile.mkdtemp(prefix="tokensvc-pg-"))
-    base.chmod(0o755)
-    cluster = PostgresCluster(bindir, base / "cluster")
-    try:
-        cluster.init()
-        yield cluster
-        cluster.stop()
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 async def test_two_replicas_on_postgresql_deliver_each_push_once(

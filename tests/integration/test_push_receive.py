@@ -21,7 +21,6 @@ from aiohttp.test_utils import TestClient
 from sqlalchemy import func, select
 
 from tests.conftest import ADMIN_KEY, CLASSIC_APPID, SECRET_ENV, STABLE_APPID, base_config
-from tests.integration.test_replicas import database_url, postgres  # noqa: F401 (fixtures)
 from tests.support.service import Start, wait_until
 from tokensvc.config import Settings, parse_settings
 from tokensvc.errors import StoreUnavailable
@@ -459,7 +458,7 @@ async def test_retries_spread_over_two_replicas_on_postgresql_are_stored_once(
     push_settings: Callable[[], Settings],
     start_service: Start,
     session: aiohttp.ClientSession,
-    database_url: str,  # noqa: F811 (the fixture imported above)
+    database_url: str,
 ) -> None:
     """Behind a load balancer WeChat's tries of one push reach different replicas, at once."""
     settings = push_settings()

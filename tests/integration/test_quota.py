@@ -14,9 +14,12 @@ from aiohttp.test_utils import TestClient
 
 from tests.conftest import ADMIN_KEY, AUTH, CLASSIC_APPID, SECRETS, STABLE_APPID
 from tests.support.service import Start, ready, wait_until
+from tokensvc.clock import SystemClock
 from tokensvc.quota import QuotaWatcher
 from tokensvc.simulator import FakeWechat
 from tokensvc.store.calls import FLUSH_SECONDS, CallCounter
+from tokensvc.store.migrate import upgrade_to_head
+from tokensvc.store.repo import TokenStore, make_engine
 from tokensvc.web.keys import CALLS, CLIENT, CLOCK, MANAGERS, QUOTA, STORE
 
 QUOTA_API = "/cgi-bin/openapi/quota/get"
@@ -216,3 +219,23 @@ async def test_forwarded_calls_are_stored_and_summed_over_replicas(
     assert await CallCounter(app[STORE], app[CLOCK]).today([CLASSIC_APPID]) == {
         CLASSIC_APPID: {"/cgi-bin/message/template/send": 7, "/wxa/getwxacodeunlimit": 1}
     }  # what is in the table: the last call is still in the service's memory
+
+
+async def test_forwarded_call_counts_add_up_on_postgresql(database_url: str) -> None:
+    """Two replicas' counters on one PostgreSQL database: each flush adds to the day's row (the
+    upsert's ``calls + excluded.calls``), and a count not yet written is counted by its own
+    replica."""
+    engine = make_engine(database_url)
+    try:
+        await upgrade_to_head(engine)
+        store, clock = TokenStore(engine), SystemClock()
+        first, second = CallCounter(store, clock), CallCounter(store, clock)
+        for counter, calls in ((first, 3), (second, 4), (first, 2)):
+            for _ in range(calls):
+                counter.note(CLASSIC_APPID, "/cgi-bin/message/custom/send")
+            await counter.flush()
+        second.note(STABLE_APPID, "/wxa/msg_sec_check")
+        assert await first.today() == {CLASSIC_APPID: {"/cgi-bin/message/custom/send": 9}}
+        assert await second.today([STABLE_APPID]) == {STABLE_APPID: {"/wxa/msg_sec_check": 1}}
+    finally:
+        await engine.dispose()

@@ -9,14 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import itertools
 import os
 import random
-import shutil
 import sys
-import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -33,7 +30,7 @@ from tests.conftest import (
 )
 from tests.support.config import write_config
 from tests.support.fakes import APPID, ScriptedWechat, make_manager
-from tests.support.postgres import PostgresCluster, find_bindir
+from tests.support.postgres import PostgresCluster
 from tests.support.replicas import Replica, kill_listeners, listener_pids
 from tests.support.service import free_port
 from tokensvc.clock import FakeClock
@@ -48,35 +45,6 @@ APPIDS = (CLASSIC_APPID, STABLE_APPID)
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 OTHER_APPID = "wx0000000000000002"
 DB_PASSWORD = "db-password-5e2c7a91f0"  # the cluster trusts every login; never to be logged
-_databases = itertools.count()
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresCluster]:
-    bindir = find_bindir()
-    if bindir is None:
-        if os.environ.get("TOKENSVC_REQUIRE_POSTGRES"):
-            pytest.fail(
-                "PostgreSQL server binaries not found, but TOKENSVC_REQUIRE_POSTGRES is set"
-            )
-        pytest.skip(
-            "PostgreSQL server binaries (initdb, pg_ctl) not found: apt-get install postgresql-15"
-        )
-    # pytest's own temp root is private to root; the cluster runs as an unprivileged user
-    base = Path(tempfile.mkdtemp(prefix="tokensvc-pg-"))
-    base.chmod(0o755)
-    cluster = PostgresCluster(bindir, base / "cluster")
-    try:
-        cluster.init()
-        yield cluster
-        cluster.stop()
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-
-
-@pytest.fixture
-async def database_url(postgres: PostgresCluster) -> str:
-    return await postgres.create_database(f"tokensvc_{os.getpid()}_{next(_databases)}")
 
 
 @pytest.fixture
