@@ -285,6 +285,8 @@ async def test_the_subscriptions_route_answers_every_request(enforced: Ledger) -
     ).status == 404
     bad = await client.get(f"/v1/apps/{STABLE_APPID}/subscriptions/o%0Abad", headers=AUTH)
     assert bad.status == 400 and (await bad.json())["error"] == "bad_request"
+    trailing = await client.get(f"/v1/apps/{STABLE_APPID}/subscriptions/{OPENID}%0A", headers=AUTH)
+    assert trailing.status == 400  # "$" would match before the newline
     long = await client.get(f"/v1/apps/{STABLE_APPID}/subscriptions/{'o' * 129}", headers=AUTH)
     assert long.status == 400
     unseen = await client.get(path, headers=AUTH)

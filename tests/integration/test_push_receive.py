@@ -25,6 +25,7 @@ from tests.support.service import Start, wait_until
 from tokensvc.config import Settings, parse_settings
 from tokensvc.errors import StoreUnavailable
 from tokensvc.push import signing
+from tokensvc.push.crypto import sha1_signature
 from tokensvc.push.receive import MAX_PUSH_BYTES
 from tokensvc.simulator.push import PreparedPush, WechatPusher, make_encoding_aes_key
 from tokensvc.store.tables import PushMessage
@@ -515,3 +516,45 @@ async def test_a_store_slower_than_wechats_patience_is_503_then_a_duplicate(
     assert await stored(service) == 1
     await asyncio.sleep(0.3)
     assert len(sink.received) == 1
+
+
+async def test_bodies_python_cannot_decode_and_lookalike_values_are_json_400s(
+    service: TestClient[Any, Any],
+    session: aiohttp.ClientSession,
+    target: tuple[Target, str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An XML declaration naming an unknown encoding, a gzip body that does not inflate, and
+    query values with a trailing newline or non-ASCII digits: 400, nothing stored, no
+    traceback in the log."""
+    sink, _ = target
+    oa = oa_pusher(service, session)
+    prepared = oa.prepare(oa.text("openid-1", "hi"))
+    unknown = b"<?xml version='1.0' encoding='bogus-x'?>" + prepared.body
+    answer = await post(service, CLASSIC_APPID, prepared, unknown)
+    assert (answer.status, (await answer.json())["error"]) == (400, "bad_push")
+    for encoding in ("gzip", "deflate"):
+        answer = await service.post(
+            f"/wechat/push/{CLASSIC_APPID}",
+            params=prepared.query,
+            data=b"not compressed",
+            headers={"Content-Encoding": encoding},
+        )
+        assert (answer.status, (await answer.json())["error"]) == (400, "bad_request")
+    now = str(int(time.time()))
+    for timestamp, nonce, echostr in (
+        (now, "n1", "123\n"),
+        (now, "n1\n", "1"),
+        ("\u00b2", "n", "1"),
+    ):
+        query = {
+            "signature": sha1_signature(OA_TOKEN, timestamp, nonce),
+            "timestamp": timestamp,
+            "nonce": nonce,
+            "echostr": echostr,
+        }
+        answer = await service.get(f"/wechat/push/{CLASSIC_APPID}", params=query)
+        assert (answer.status, (await answer.json())["error"]) == (400, "bad_request")
+    assert await stored(service) == 0 and not sink.received
+    assert not any(r.exc_info or "Traceback" in r.getMessage() for r in caplog.records)
+    assert not signing.verify(HOOK_KEY, b"{}", "\u00b2", "sha256=00", time.time())

@@ -49,8 +49,10 @@ MAX_DEPTH = 8
 MAX_ECHOSTR = 128
 """Longest ``echostr`` echoed (WeChat sends a number of about 19 digits)."""
 
-_NONCE_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-_ECHOSTR_RE = re.compile(r"^[A-Za-z0-9+/=_-]+$")
+_TIMESTAMP_RE = re.compile(r"[0-9]{1,12}")
+_NONCE_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_ECHOSTR_RE = re.compile(r"[A-Za-z0-9+/=_-]+")
+"""Matched whole (``fullmatch``: ``$`` would let a trailing newline through)."""
 
 
 class PushRefused(Exception):
@@ -79,7 +81,7 @@ def _check_signature(push: PushConfig, query: Mapping[str, str], now: float) -> 
         raise PushRefused(
             400, "bad_request", "signature, timestamp and nonce are required query parameters"
         )
-    if not timestamp.isdigit() or len(timestamp) > 12 or not _NONCE_RE.match(nonce):
+    if not _TIMESTAMP_RE.fullmatch(timestamp) or not _NONCE_RE.fullmatch(nonce):
         raise PushRefused(400, "bad_request", "timestamp or nonce is malformed")
     if not signature_matches(signature, push.token.reveal(), timestamp, nonce):
         raise PushRefused(403, "bad_signature", "signature does not match this app's push Token")
@@ -99,7 +101,7 @@ def verify_url(push: PushConfig, query: Mapping[str, str], now: float) -> str:
     signature does not cover it, so no markup is ever echoed)."""
     _check_signature(push, query, now)
     echostr = query.get("echostr", "")
-    if not echostr or len(echostr) > MAX_ECHOSTR or not _ECHOSTR_RE.match(echostr):
+    if not echostr or len(echostr) > MAX_ECHOSTR or not _ECHOSTR_RE.fullmatch(echostr):
         raise PushRefused(400, "bad_request", "echostr is missing or malformed")
     return echostr
 
@@ -179,7 +181,8 @@ def parse_body(body: bytes, push_format: str) -> dict[str, Any]:
         return parsed
     try:
         root = safe_fromstring(body, forbid_dtd=True)
-    except (ET.ParseError, DefusedXmlException, ValueError):
+    except (ET.ParseError, DefusedXmlException, ValueError, LookupError):  # LookupError:
+        # an XML declaration naming an encoding Python does not know
         raise PushRefused(
             400, "bad_push", "the push body is not well-formed XML (DTDs and entities refused)"
         ) from None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 
 TIMESTAMP_HEADER = "X-Tokensvc-Timestamp"
 SIGNATURE_HEADER = "X-Tokensvc-Signature"
@@ -25,6 +26,8 @@ TOLERANCE = 300
 """Seconds a signed timestamp may differ from the receiver's clock."""
 
 _PREFIX = "sha256="
+_TIMESTAMP_RE = re.compile(r"[0-9]{1,12}")
+"""ASCII digits only: ``str.isdigit`` also takes ones ``int`` refuses (``"²"``)."""
 
 
 def signature(key: str, timestamp: int, body: bytes) -> str:
@@ -55,7 +58,7 @@ def verify(
     """True when ``signature_header`` is the HMAC of ``body`` at ``timestamp`` (the header
     values as received) and the timestamp is within ``tolerance`` seconds of ``now`` (UTC
     epoch seconds). Compares in constant time; never raises on malformed headers."""
-    if not timestamp or not signature_header or not timestamp.isdigit() or len(timestamp) > 12:
+    if not timestamp or not signature_header or not _TIMESTAMP_RE.fullmatch(timestamp):
         return False
     if abs(now - int(timestamp)) > tolerance:
         return False

@@ -5,7 +5,8 @@ A body is read to its end (``Content-Length`` or chunked) before anything is don
 - past ``max_bytes``: 413 ``payload_too_large`` (at once when ``Content-Length`` says so);
 - not received within ``[server] body_timeout`` seconds: 408 ``request_timeout``, connection
   closed;
-- cut short (the client went away, a broken chunked encoding): 400 ``bad_request``.
+- cut short (the client went away, a broken chunked encoding), or a ``Content-Encoding``
+  (gzip, deflate) that does not decode: 400 ``bad_request``.
 
 So a partial body is never parsed or forwarded.
 """
@@ -19,6 +20,7 @@ from typing import Any
 
 from aiohttp import ClientPayloadError, web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from tokensvc.web.errors import json_error
 from tokensvc.web.keys import SETTINGS
@@ -39,6 +41,16 @@ async def read_body(request: web.Request, max_bytes: int) -> bytes:
             body = await _receive(request, max_bytes)
     except (ConnectionError, ClientPayloadError, HttpProcessingError):
         raise json_error(400, "bad_request", "the request body was cut short") from None
+    except RequestPayloadError:  # e.g. a gzip/deflate body that does not inflate
+        undecodable = json_error(
+            400,
+            "bad_request",
+            "the request body does not decode as its Content-Encoding says",
+            headers={"Connection": "close"},
+        )
+        undecodable.force_close()
+        request.content.feed_eof()  # else aiohttp drains the rest, meets the error again, and
+        raise undecodable from None  # logs it as an unhandled exception
     # aiohttp inflates a Content-Encoding (gzip) body: its length is not Content-Length then
     if (
         expected is not None

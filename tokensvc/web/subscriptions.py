@@ -17,8 +17,9 @@ from tokensvc.web.keys import CLOCK, GRANTS
 
 routes = web.RouteTableDef()
 
-_OPENID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-"""WeChat openids are 28 characters of letters, digits, ``_`` and ``-``."""
+_OPENID_RE = re.compile(r"[A-Za-z0-9_-]{1,128}")
+"""WeChat openids are 28 characters of letters, digits, ``_`` and ``-`` (matched whole:
+``fullmatch``, as ``$`` would let a trailing newline through)."""
 
 
 @routes.get("/v1/apps/{appid}/subscriptions/{openid}")
@@ -31,7 +32,7 @@ async def get_subscriptions(request: web.Request) -> web.Response:
     database does not answer."""
     manager = authorised_manager(request)
     openid = request.match_info["openid"]
-    if not _OPENID_RE.match(openid):
+    if not _OPENID_RE.fullmatch(openid):
         raise json_error(
             400,
             "bad_request",
