@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 import pytest
 import tomli_w
+from aiohttp import web
 from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 
@@ -600,3 +601,39 @@ async def test_status_json_and_page_show_pushes_backlog_and_last_failure_per_tar
         assert "backlog 0" in page and "(resolved)" in page
     finally:
         await target.stop()
+
+
+async def test_a_retry_after_of_non_ascii_digits_is_a_failure_retried_with_backoff(
+    fake_url: str, tmp_path: Path, start_service: Start
+) -> None:
+    """A target's ``Retry-After: ²`` (a digit to ``str.isdigit``, not to ``float``) is an
+    ordinary 503: recorded as the last failure and retried with backoff, not a batch that
+    raises and is claimed again every second with nothing recorded."""
+
+    async def unavailable(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(status=503, headers={"Retry-After": "\u00b2"})
+
+    app = web.Application()
+    app.router.add_post("/wechat-events", unavailable)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        url = f"http://127.0.0.1:{port}/wechat-events"
+        client = await start_service(
+            push_settings(fake_url, sqlite_url(tmp_path), push_config(url))
+        )
+        outbox = client.app[OUTBOX]
+        await accepted(outbox, text_push())
+
+        async def failure_shown() -> bool:
+            stats = await outbox.stats(STABLE_APPID)
+            return stats["targets"][0]["last_failure"] is not None
+
+        await wait_until(failure_shown, timeout=5)
+        stats = await outbox.stats(STABLE_APPID)
+        assert stats["targets"][0]["last_failure"]["http_status"] == 503
+    finally:
+        await runner.cleanup()

@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import re
 from collections.abc import Callable, Iterable
 from typing import Literal
 
@@ -291,6 +292,11 @@ class DeliveryWorker:
 
 
 def _seconds(value: str | None) -> float | None:
-    if value is None or not value.strip().isdigit() or len(value.strip()) > 9:
+    """A ``Retry-After`` of delay-seconds (ASCII digits: ``str.isdigit`` also takes ``"²"``,
+    which ``float`` refuses, and the batch's outcomes were then never recorded)."""
+    if value is None or not _RETRY_AFTER_RE.fullmatch(value.strip()):
         return None
     return float(value.strip())
+
+
+_RETRY_AFTER_RE = re.compile(r"[0-9]{1,9}")
