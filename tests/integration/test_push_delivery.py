@@ -22,6 +22,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 
+import tokensvc.push.delivery as delivery_module
 from tests.support.config import AUTH, CLASSIC_APPID, STABLE_APPID
 from tests.support.forward import (
     FORWARD_KEY,
@@ -637,3 +638,37 @@ async def test_a_retry_after_of_non_ascii_digits_is_a_failure_retried_with_backo
         assert stats["targets"][0]["last_failure"]["http_status"] == 503
     finally:
         await runner.cleanup()
+
+
+async def test_an_unexpected_error_in_an_attempt_is_a_failure_retried_with_backoff(
+    fake_url: str,
+    tmp_path: Path,
+    start_service: Start,
+    receiver: ForwardReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Whatever goes wrong in one attempt (here a fault injected into reading the answer) is
+    that delivery's failure, logged and shown, and retried with backoff: the batch's other
+    outcomes are recorded and nothing is claimed again every second in silence."""
+
+    def broken(value: str | None) -> float | None:
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(delivery_module, "_seconds", broken)
+    receiver.status = 503
+    client = await start_service(
+        push_settings(fake_url, sqlite_url(tmp_path), push_config(receiver.url))
+    )
+    outbox = client.app[OUTBOX]
+    await accepted(outbox, text_push())
+
+    async def failure_shown() -> bool:
+        stats = await outbox.stats(STABLE_APPID)
+        return stats["targets"][0]["last_failure"] is not None
+
+    await wait_until(failure_shown, timeout=5)
+    failure = (await outbox.stats(STABLE_APPID))["targets"][0]["last_failure"]
+    assert failure["error"] == "unexpected error: RuntimeError"
+    assert "push delivery to http://127.0.0.1:" in caplog.text
+    assert (await outbox.stats(STABLE_APPID))["backlog"] == 1  # pending, with its backoff

@@ -241,6 +241,9 @@ class DeliveryWorker:
         except aiohttp.ClientError as exc:  # the URL as shown: no credentials in the error
             error = f"{type(exc).__name__}: {exc}".replace(target.url, shown_url(target.url))
             error = error[:300]
+        except Exception as exc:  # a bug must not drop the batch (claimed again every second)
+            log.exception("push delivery to %s failed unexpectedly", shown_url(target.url))
+            error = f"unexpected error: {type(exc).__name__}"
         now = self._clock.now()
         if now - claimed.created_at >= GIVE_UP_AFTER:
             return Outcome(claimed.id, FAILED, now, http_status=http_status, error=error)
