@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import re
@@ -31,7 +32,7 @@ from tokensvc.store.events import EventLog
 from tokensvc.store.migrate import upgrade_to_head
 from tokensvc.store.repo import TokenStore, make_engine
 from tokensvc.tokens.values import RefreshAttempt, TokenState, Trigger
-from tokensvc.web.keys import EVENTS
+from tokensvc.web.keys import EVENTS, MANAGERS
 from tokensvc.web.status_view import (
     STRIP_SLOT_SECONDS,
     STRIP_SLOTS,
@@ -606,3 +607,33 @@ def test_the_page_says_times_in_utc_with_the_date_only_for_other_days() -> None:
     assert fmt.slot(now - 1500) == "14:30–15:00"
     assert duration(300) == "5 minutes" and duration(5) == "5 seconds" and duration(1) == "1 second"
     assert duration(31) == "31 seconds" and duration(7200) == "2 hours"
+
+
+async def test_an_app_without_a_token_stays_expired_while_a_retry_runs(
+    fake: FakeWechat, make_settings: Any, start_service: Any
+) -> None:
+    """Callers get 503 while the replacement of a dead token hangs: the app is ``expired`` (red,
+    failing first), not ``refreshing``, for as long as the attempt is under way."""
+    client = await ready(start_service, make_settings())
+    token = await (await client.get(f"/v1/apps/{CLASSIC_APPID}/token", headers=AUTH)).json()
+    fake.revoke(CLASSIC_APPID)
+    fake.inject("/cgi-bin/token", "busy", times=None)
+    report = {"stale_token": token["access_token"]}
+    refresh = f"/v1/apps/{CLASSIC_APPID}/token/refresh"
+    assert (await client.post(refresh, json=report, headers=AUTH)).status == 503
+    fake.clear_faults()
+    fake.inject("/cgi-bin/token", "timeout", times=None)  # the next attempt hangs
+    rotate = asyncio.create_task(
+        client.post(f"/v1/apps/{CLASSIC_APPID}/token/rotate", headers=ADMIN)
+    )
+    manager = client.server.app[MANAGERS][CLASSIC_APPID]
+    try:
+        await wait_until(lambda: manager._lock.locked())  # the attempt is under way
+        document = await (await client.get("/v1/status", headers=ADMIN)).json()
+        (app,) = [a for a in document["apps"] if a["appid"] == CLASSIC_APPID]
+        assert app["state"] == "expired"
+        stable = next(a for a in document["apps"] if a["appid"] == STABLE_APPID)
+        assert stable["state"] == "fresh"
+    finally:
+        fake.release_hung_requests()
+        await rotate

@@ -278,16 +278,23 @@ class TokenServing:
         )
 
     def state(self) -> TokenState:
-        """Health in words: fresh, refreshing, retrying, contested, expired or misconfigured."""
+        """Health in words: fresh, refreshing, retrying, contested, expired or misconfigured.
+
+        ``refreshing`` only while callers are still served (or before the first token): an app
+        whose callers get no token stays ``expired`` while a retry runs, so it does not drop
+        below the failing apps on the status page mid-incident."""
         record = self._record
-        if self._lock.locked():
+        servable = self._serve(record) is not None
+        if self._lock.locked() and (
+            servable or (record.access_token is None and record.last_error is None)
+        ):
             return TokenState.REFRESHING
         failing = record.has_current_error()
         if failing and record.last_error is not None and record.last_error.kind is ErrorKind.CONFIG:
             return TokenState.MISCONFIGURED
         if self.contested():
             return TokenState.CONTESTED
-        if self._serve(record) is None:
+        if not servable:
             return TokenState.EXPIRED
         return TokenState.RETRYING if failing else TokenState.FRESH
 
