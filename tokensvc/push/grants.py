@@ -40,15 +40,13 @@ from typing import Any, cast
 
 from aiohttp import web
 from sqlalchemy import Table, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokensvc.clock import Clock, rfc3339
 from tokensvc.errors import StoreUnavailable
 from tokensvc.push.writes import Writes
 from tokensvc.settings import Settings
-from tokensvc.store.repo import TokenStore
+from tokensvc.store.repo import TokenStore, upsert_into
 from tokensvc.store.tables import SubscriptionGrant
 
 log = logging.getLogger(__name__)
@@ -128,10 +126,6 @@ def subscription_items(message: Mapping[str, Any]) -> list[GrantItem]:
     return found
 
 
-def _upsert(conn: AsyncConnection) -> Any:
-    return pg_insert(_G) if conn.dialect.name == "postgresql" else sqlite_insert(_G)
-
-
 class GrantLedger:
     """Reads and writes ``subscription_grants``; database failures raise
     :class:`~tokensvc.errors.StoreUnavailable`."""
@@ -158,7 +152,7 @@ class GrantLedger:
             if event == POPUP_EVENT:
                 accepted = item.status == "accept"
                 values["last_status"] = item.status or None
-                stmt = _upsert(conn).values(
+                stmt = upsert_into(conn, _G).values(
                     **key, **values, one_time_grants=int(accepted), accepted_total=int(accepted)
                 )
                 updates = dict(values)
@@ -170,13 +164,13 @@ class GrantLedger:
                 values["long_term_status"] = item.status or None
                 if item.status == "reject":
                     values["one_time_grants"] = 0
-                stmt = _upsert(conn).values(**key, **values)
+                stmt = upsert_into(conn, _G).values(**key, **values)
                 updates = values
             else:
                 if item.errcode == USER_REFUSED:
                     values["one_time_grants"] = 0
                     values["last_status"] = "refused"
-                stmt = _upsert(conn).values(**key, **values)
+                stmt = upsert_into(conn, _G).values(**key, **values)
                 updates = values
             await conn.execute(
                 stmt.on_conflict_do_update(
@@ -248,7 +242,7 @@ class GrantLedger:
         now = self._clock.now()
         async with self._writes.begin() as conn:
             await conn.execute(
-                _upsert(conn)
+                upsert_into(conn, _G)
                 .values(
                     appid=appid,
                     openid=openid,

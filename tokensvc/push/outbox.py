@@ -29,8 +29,6 @@ from typing import Any, Final, Literal, cast
 from urllib.parse import urlsplit
 
 from sqlalchemy import Table, bindparam, delete, exists, func, insert, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tokensvc.clock import Clock, rfc3339
@@ -38,7 +36,7 @@ from tokensvc.errors import StoreUnavailable
 from tokensvc.push.grants import GrantLedger, storable
 from tokensvc.push.writes import Writes
 from tokensvc.settings import ForwardTarget, Settings
-from tokensvc.store.repo import TokenStore
+from tokensvc.store.repo import TokenStore, upsert_into
 from tokensvc.store.tables import PushDelivery, PushMessage, PushTarget
 
 _M = cast(Table, PushMessage.__table__)
@@ -196,9 +194,9 @@ class Outbox:
         """One transaction: the pushes of ``group`` that are new, their deliveries and their
         grant-ledger updates; each push's ``event_id``, or None for a duplicate."""
         async with self._writes.begin() as conn:
-            upsert = pg_insert(_M) if conn.dialect.name == "postgresql" else sqlite_insert(_M)
             stmt = (
-                upsert.values([q.row for q in group])
+                upsert_into(conn, _M)
+                .values([q.row for q in group])
                 .on_conflict_do_nothing(index_elements=[_M.c.appid, _M.c.dedupe_key])
                 .returning(_M.c.id, _M.c.event_id)
             )
@@ -326,11 +324,10 @@ class Outbox:
                     "last_error": (o.error or "")[:500],
                     "last_error_attempts": claimed.attempts + 1,
                 }
-        dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
         for (appid, target), values in sorted(latest.items()):  # one lock order for replicas
             key = {"appid": appid, "target_sha256": _sha256(target), "target": target}
             await conn.execute(
-                dialect_insert(_T)
+                upsert_into(conn, _T)
                 .values(**key, **values)
                 .on_conflict_do_update(index_elements=[_T.c.appid, _T.c.target_sha256], set_=values)
             )

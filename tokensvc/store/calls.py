@@ -17,15 +17,13 @@ import collections
 import contextlib
 import logging
 from collections.abc import Collection
-from typing import Any, cast
+from typing import cast
 
 from sqlalchemy import Table, delete, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from tokensvc.clock import Clock
 from tokensvc.errors import StoreUnavailable
-from tokensvc.store.repo import TokenStore
+from tokensvc.store.repo import TokenStore, upsert_into
 from tokensvc.store.tables import ApiCall
 from tokensvc.tokens.timing import next_quota_reset
 
@@ -73,14 +71,12 @@ class CallCounter:
         ]
         try:
             async with self._store.begin() as conn:
-                upsert: Any = pg_insert(_C) if conn.dialect.name == "postgresql" else None
-                if upsert is None:
-                    upsert = sqlite_insert(_C)
-                upsert = upsert.on_conflict_do_update(
+                insert = upsert_into(conn, _C)
+                add = insert.on_conflict_do_update(
                     index_elements=[_C.c.day, _C.c.appid, _C.c.api],
-                    set_={"calls": _C.c.calls + upsert.excluded.calls},
+                    set_={"calls": _C.c.calls + insert.excluded.calls},
                 )
-                await conn.execute(upsert, rows)
+                await conn.execute(add, rows)
                 await conn.execute(delete(_C).where(_C.c.day < self.day() - KEEP_DAYS * 86400))
         except StoreUnavailable:
             self._pending.update(pending)

@@ -18,7 +18,8 @@ import logging
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, cast
 
-from sqlalchemy import Table, event, func, insert, select, update
+from sqlalchemy import Table, event, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -29,6 +30,16 @@ from tokensvc.tokens.record import ErrorInfo, TokenRecord
 log = logging.getLogger(__name__)
 
 _T = cast(Table, AppToken.__table__)
+
+
+def upsert_into(conn: AsyncConnection, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """An ``INSERT`` into ``table`` in the connection's dialect (PostgreSQL or SQLite), the kind
+    that takes ``on_conflict_do_nothing`` / ``on_conflict_do_update`` (both databases' ``ON
+    CONFLICT``)."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
 
 NOTIFY_CHANNEL = "tokensvc_app_tokens"
 """The channel every write of an app's row notifies (PostgreSQL); the payload is the appid."""
@@ -171,13 +182,7 @@ class TokenStore:
             existing = set((await conn.execute(select(_T.c.appid))).scalars())
             missing = [{"appid": a, "version": 0} for a in appids if a not in existing]
             if missing:
-                dialect = conn.dialect.name
-                if dialect == "postgresql":
-                    from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-                    await conn.execute(pg_insert(_T).on_conflict_do_nothing(), missing)
-                else:
-                    await conn.execute(insert(_T).prefix_with("OR IGNORE"), missing)
+                await conn.execute(upsert_into(conn, _T).on_conflict_do_nothing(), missing)
 
     async def load_all(self) -> dict[str, TokenRecord]:
         """Every app's record, by appid."""
