@@ -1,5 +1,5 @@
-"""What operators see: per-app status and recent events, as one JSON-ready document, and the
-pure view math of the status page (lifetime bars, grouped events, 24-hour strips).
+"""What operators see: per-app status and recent events, as one JSON-ready document (the page
+draws it with :mod:`tokensvc.web.status_view`).
 
 Used by ``GET /v1/status`` and the ``/status`` page. Holds fingerprints, never tokens. All
 instants are UTC epoch seconds until they are rendered (RFC 3339 in JSON).
@@ -95,8 +95,8 @@ class AppStatus:
     success (``error_current`` is False then). ``has_token``: a token was
     fetched (it may have expired or been rejected since); ``served``: callers get it now.
     ``quota``: WeChat's latest ``quota/get`` readings (token API first; empty until the first
-    round, about 30 s after start); ``forwarded_today``: ``{api: calls}`` this process forwarded
-    today (China time), most first. ``push``: the app's message-push figures
+    round, about 30 s after start); ``forwarded_today``: ``{api: calls}`` tokensvc (every replica)
+    forwarded today (China time), most first. ``push``: the app's message-push figures
     (:meth:`tokensvc.push.outbox.Outbox.stats`), None without ``[apps.push]``.
     """
 
@@ -127,11 +127,6 @@ class AppStatus:
     quota: tuple[QuotaReading, ...] = ()
     forwarded_today: Mapping[str, int] = dataclasses.field(default_factory=dict)
     push: Mapping[str, Any] | None = None
-
-    @property
-    def quota_low(self) -> tuple[QuotaReading, ...]:
-        """The readings with less than 10 % of the daily limit left."""
-        return tuple(reading for reading in self.quota if reading.low)
 
     @property
     def failing(self) -> bool:
